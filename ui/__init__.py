@@ -1,0 +1,34 @@
+"""Streamlit helpers of the Layer Pruning Explorer app: session state, background jobs, cached loaders, widgets.
+
+Nothing here computes results: every action calls ``prune_core``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import jobs
+
+
+def page_setup(title: str, icon: str = ":material/layers:") -> None:
+    """Page config, then the outcome of a finished background job, then the title."""
+    st.set_page_config(page_title=f"{title} · Layer Pruning Explorer", page_icon=icon, layout="wide")
+    jobs.collect()
+    st.title(title)
+
+
+def require_model():
+    """The session's base model; without one, offer to load the default (or pick another) and stop the page."""
+    from ui import state
+    from ui.models import load_checked
+
+    base = state.get("base")
+    if base is not None:
+        return base
+    st.info("Load a model first: the embedded default here, or another one on the *Model and data* page.")
+    if st.button("Load the default model", key="require_load_default", type="primary", disabled=jobs.busy()):
+        jobs.start("load", "Loading the default model", load_checked, "default",
+                   on_done=lambda loaded: state.put("base", loaded))
+    jobs.panel("load")
+    st.page_link("pages/1_Model_and_data.py", label="Go to Model and data", icon=":material/arrow_forward:")
+    st.stop()
