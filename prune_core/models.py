@@ -38,7 +38,7 @@ class ArchSpec:
     final_norm: str | None = "model.norm"  # dotted path to the norm applied after the last block
     num_layers_key: str = "num_hidden_layers"  # config key holding L
     per_layer_lists: tuple[str, ...] = ()  # config lists with one entry per layer (sliced on removal)
-    layer_index_lists: tuple[str, ...] = ()  # config lists of layer indices (remapped on removal)
+    layer_thresholds: tuple[str, ...] = ()  # config ints meaning "the first k layers" (recounted on removal)
     ffn_modules: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")  # LoRA targets for healing
     inferred: bool = False  # True when the family is not in the table and this spec was guessed
 
@@ -48,9 +48,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "mixtral": ArchSpec(ffn_modules=("gate_up_proj", "down_proj")),
-    "qwen2": ArchSpec(per_layer_lists=("layer_types",)),
-    "qwen2_moe": ArchSpec(per_layer_lists=("layer_types",), layer_index_lists=("mlp_only_layers",)),
-    "qwen3": ArchSpec(per_layer_lists=("layer_types",)),
+    "qwen2": ArchSpec(per_layer_lists=("layer_types",), layer_thresholds=("max_window_layers",)),
+    # mlp_only_layers / decoder_sparse_step are rewritten by prune.CONFIG_FIXUPS["qwen2_moe"].
+    "qwen2_moe": ArchSpec(per_layer_lists=("layer_types",), layer_thresholds=("max_window_layers",)),
+    "qwen3": ArchSpec(per_layer_lists=("layer_types",), layer_thresholds=("max_window_layers",)),
     "gemma": _LLAMA_LIKE,
     "gemma2": ArchSpec(per_layer_lists=("layer_types",)),
     "gemma3_text": ArchSpec(per_layer_lists=("layer_types",)),
@@ -186,8 +187,8 @@ class LoadedModel:
     def summary(self) -> dict:
         """Name, layers, parameters, device, dtype and memory, for display."""
         return {"name": self.name, "model_type": self.model.config.model_type, "layers": self.num_layers,
-                "parameters": self.num_params, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "memory_mb": round(self.memory_bytes / 2**20, 1)}
+                "parameters": self.num_params, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "memory_mb": round(self.memory_bytes / 2**20, 1)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -247,21 +248,28 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
 def _check_causal_lm(config, source: str) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    """Refuse encoders (BERT and the like are in the causal-LM mapping too, as decoders they are not)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     model_type = getattr(config, "model_type", None)
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ValueError(f"{source!r} is a {model_type!r} model, not a causal language model; layer pruning needs a "
-                         f"decoder-only LM (e.g. {', '.join(sorted(ARCHITECTURES)[:6])}, ...)")
+    is_encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or is_encoder or config.is_encoder_decoder:
+        raise ValueError(f"{source!r} is a {model_type!r} model, not a decoder-only causal language model; layer "
+                         f"pruning needs one such as {', '.join(sorted(ARCHITECTURES)[:6])}, ...")
 
 
 def _from_pretrained(source: str, *, device: torch.device, dtype: torch.dtype, device_map, load_in_4bit: bool,
-                     trust_remote_code: bool, gguf_file: str | None = None):
+                     trust_remote_code: bool, gguf_file: str | None = None, local_files_only: bool = False):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
+    if local_files_only:
+        kwargs["local_files_only"] = True
     config = AutoConfig.from_pretrained(source, **kwargs)
     _check_causal_lm(config, source)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -392,20 +400,38 @@ def _load_path_or_hub(source: str, common: dict):
     return (*_load_from_hub(source, common), source)
 
 
-def _load_from_hub(repo_id: str, common: dict):
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError)
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so that no network fails in seconds rather than after retries."""
+    import socket
+    from urllib.parse import urlparse
 
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(repo_id: str, common: dict):
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:  # the local Hugging Face cache first: works offline for models downloaded before
+        return _from_pretrained(repo_id, local_files_only=True, **common)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise ConnectionError(f"cannot reach the Hugging Face Hub to download {repo_id!r}, and it is not in the local "
+                              f"cache; check the network, or pass a local folder or a .gguf file")
     try:
         return _from_pretrained(repo_id, **common)
     except (RepositoryNotFoundError, GatedRepoError) as err:
         raise ValueError(f"hub model {repo_id!r} not found or not accessible ({type(err).__name__})") from err
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError) as err:
-        raise ConnectionError(f"cannot reach the Hugging Face Hub to download {repo_id!r} and it is not in the local "
-                              f"cache; check the network, or pass a local folder or .gguf file") from err
     except OSError as err:
-        if "offline" in str(err).lower() or "connect" in str(err).lower() or "resolve" in str(err).lower():
-            raise ConnectionError(f"cannot reach the Hugging Face Hub to download {repo_id!r}: {err}") from err
         raise ValueError(f"cannot load {repo_id!r}: {err}") from err
 
 
