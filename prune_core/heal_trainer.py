@@ -1,0 +1,216 @@
+"""Hugging Face ``Trainer`` plumbing for healing: the collator, the live-progress / stop callback, the training
+arguments, resumable checkpoints, the output folder, and clear errors for out-of-memory and a full disk. The recipe
+itself lives in :mod:`prune_core.heal`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import TrainerCallback, TrainingArguments
+
+from prune_core.heal_config import RESUME_FIELDS, HealConfig
+from prune_core.progress import ProgressFn, report
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def collate_fn(pad_id: int):
+    """Right-pad a list of ``{"input_ids": [...]}`` into input_ids / attention_mask / labels (-100 on padding)."""
+
+    def collate(features: list[dict]) -> dict:
+        T = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), T), pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(features), T), dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            mask[i, : len(f["input_ids"])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+    return collate
+
+
+def training_arguments(config: HealConfig, checkpoint_dir: Path, device: torch.device) -> TrainingArguments:
+    """The paper's schedule as ``TrainingArguments``: cosine with warm-up, checkpoints every ``save_steps``,
+    bf16 (fp16 where bf16 is missing) on CUDA, full precision elsewhere."""
+    cuda = device.type == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
+        data_seed=config.seed, bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
+        logging_steps=1, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to="none", disable_tqdm=True,
+        remove_unused_columns=False, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+    )
+
+
+class HealCallback(TrainerCallback):
+    """Reports every optimizer step (loss, learning rate, tokens/s, time left) and stops at the next step once
+    ``cancel`` is set, saving a checkpoint there so the run can resume and the adapter is kept."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: threading.Event | None) -> None:
+        self.progress, self.cancel = progress, cancel
+        self.history: list[dict] = []
+        self.stopped = False
+        self._start = 0.0
+        self._first_step = 0
+        self._first_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        self._first_step, self._first_tokens = state.global_step, state.num_input_tokens_seen
+        report(self.progress, "healing", state.global_step, state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cancel is not None and self.cancel.is_set():
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True
+        if state.global_step >= state.max_steps:
+            control.should_save = True  # the final step is always resumable
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        steps = max(state.global_step - self._first_step, 1)
+        row = {"step": state.global_step, "loss": float(logs["loss"]),
+               "lr": float(logs.get("learning_rate", 0.0)),
+               "tokens_per_s": (state.num_input_tokens_seen - self._first_tokens) / elapsed,
+               "eta_s": (state.max_steps - state.global_step) * elapsed / steps}
+        self.history.append(row)
+        report(self.progress, "healing", state.global_step, state.max_steps,
+               **{k: v for k, v in row.items() if k != "step"})
+
+    def session_tokens_per_s(self, state) -> float:
+        """Tokens per second over this session's steps (not counting steps before a resume)."""
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        return (state.num_input_tokens_seen - self._first_tokens) / elapsed
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest *complete* checkpoint (its trainer_state.json is written last), or None."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
+            if p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and ("out of memory" in str(err).lower()
+                                              or "can't allocate memory" in str(err).lower())
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err).lower()
+    return isinstance(err, (OSError, RuntimeError)) and ("no space left" in text or "file write failed" in text)
+
+
+@contextmanager
+def clear_failures(config: HealConfig, checkpoint_dir: Path):
+    """Re-raise out-of-memory as ``MemoryError`` and a full disk as ``OSError(ENOSPC)``, with what to do next."""
+    try:
+        yield
+    except BaseException as err:
+        resumable = last_checkpoint(checkpoint_dir)
+        tail = f"; the last complete checkpoint ({resumable.name}) resumes with resume=True (--resume)" \
+            if resumable else ""
+        if _is_oom(err):
+            raise MemoryError(
+                f"out of memory while healing with batch_size={config.batch_size}, max_length={config.max_length}: "
+                f"lower --batch-size (raise --grad-accum to keep the global batch), lower --max-length, or use "
+                f"--load-in-4bit{tail}") from err
+        if _is_disk_full(err):
+            raise OSError(errno.ENOSPC, f"disk full while writing to {checkpoint_dir.parent}: free some space or "
+                                        f"choose another output folder{tail}") from err
+        raise
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a distributed (``accelerate launch``) run."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def build_trainer(peft_model, train: list[list[int]], config: HealConfig, out: Path, pad_id: int,
+                  progress: ProgressFn | None, cancel: threading.Event | None):
+    """A ``Trainer`` for ``peft_model`` on ``train``, with checkpoints in ``out/checkpoints``; and its callback."""
+    from transformers import PrinterCallback, Trainer
+
+    args = training_arguments(config, out / "checkpoints", next(peft_model.parameters()).device)
+    args.label_names = ["labels"]
+    callback = HealCallback(progress, cancel)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=[{"input_ids": s} for s in train],
+                      data_collator=collate_fn(pad_id), callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # progress goes through our callback, not print()
+    return trainer, callback
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The output folder
+
+
+def prepare_output(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Check ``out`` and return the checkpoint to resume from (None to start at step 0)."""
+    if resume and overwrite:
+        raise ValueError("choose resume (continue the run in the folder) or overwrite (replace it), not both")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder")
+    busy = out.is_dir() and any(out.iterdir())
+    if busy and not (resume or overwrite):
+        raise FileExistsError(f"{out} already holds files; pass resume=True (--resume) to continue its run or "
+                              f"overwrite=True (--overwrite) to replace it")
+    return last_checkpoint(out / "checkpoints") if resume else None
+
+
+def check_resumable(out: Path, config: HealConfig) -> None:
+    """Refuse to resume a run in ``out`` with settings that change the checkpoint's shapes or batches."""
+    meta = out / "heal.json"
+    if not meta.is_file():
+        return
+    old = json.loads(meta.read_text()).get("config", {})
+    new = config.to_dict()
+    changed = [f"{k} ({old.get(k)} -> {new[k]})" for k in RESUME_FIELDS if k in old and old[k] != new[k]]
+    if changed:
+        raise ValueError(f"cannot resume with different settings: {', '.join(changed)}; use the run's settings or "
+                         f"overwrite=True (--overwrite) to start again")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file, so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def save_adapter(peft_model: nn.Module, target: Path) -> None:
+    """Write the adapter to a temporary folder beside ``target`` and move it into place."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        peft_model.save_pretrained(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            target.rename(old / "x")
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
