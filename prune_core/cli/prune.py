@@ -1,0 +1,63 @@
+"""`prune-core prune`: drop the most redundant block (or the deepest layers, or a manual list) and save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prune_core.cli.info import add_model_arguments, load_from_args
+
+HELP = "remove a block of layers (similarity, deepest-layers heuristic or manual) and save the pruned model"
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--strategy", choices=("similarity", "deepest", "manual"), default="similarity",
+                        help="similarity: the block with the smallest angular distance (the paper); deepest: the n "
+                             "deepest layers except the last; manual: --layers")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("-n", "--n", type=int, help="number of layers to drop")
+    size.add_argument("--fraction", type=float, help="fraction of the layers to drop, e.g. 0.2")
+    parser.add_argument("--layers", help="manual: 0-based layers to drop, e.g. '20-25,27'")
+    parser.add_argument("--data", default="python-docs", help="calibration data for the similarity strategy")
+    parser.add_argument("--column", default=None, help="text column of a .jsonl/.csv file or hub dataset")
+    parser.add_argument("--config", default=None, help="hub dataset config, e.g. 'en'")
+    parser.add_argument("--split", default=None, help="hub dataset split, e.g. 'validation'")
+    parser.add_argument("--samples", type=int, default=64, help="calibration samples")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per calibration sample")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", required=True, help="folder to write the pruned model to (must be empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+
+
+def run(args) -> int:
+    from prune_core import prune
+    from prune_core.data import parse_source
+    from prune_core.models import count_parameters, memory_bytes
+    from prune_core.progress import TqdmProgress
+    from prune_core.similarity import compute_similarity
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:  # fail before any slow work
+        raise FileExistsError(f"{out} already holds files; choose an empty folder or pass --overwrite")
+    loaded = load_from_args(args)
+    total = loaded.num_layers
+    layers = prune.parse_layer_spec(args.layers) if args.layers else None
+    n = None if args.strategy == "manual" else prune.block_size(total, n=args.n, fraction=args.fraction)
+    result = None
+    if args.strategy == "similarity":
+        source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+        result = compute_similarity(loaded.model, loaded.tokenizer, source, n_samples=args.samples,
+                                    max_length=args.max_length, batch_size=args.batch_size, progress=TqdmProgress())
+    drop = prune.select_layers(total, args.strategy, n=n, layers=layers, result=result)
+    pruned = prune.drop_layers(loaded.model, drop, method=args.strategy)
+    card = {"strategy": args.strategy}
+    if result is not None:
+        card.update(calibration=result.metadata["source"], distance=float(result.distances[len(drop), drop[0]]))
+    saved = prune.save_model(pruned, loaded.tokenizer, out, overwrite=args.overwrite, card=card)
+    base = loaded.model.config.name_or_path or args.model
+    (saved / "mergekit.yml").write_text(prune.mergekit_config(base, total, prune.prune_info(pruned)["removed_layers"]))
+    print(f"removed layers {drop} ({args.strategy}): {total} -> {total - len(drop)} layers, "
+          f"{count_parameters(loaded.model) / 1e6:.1f}M -> {count_parameters(pruned) / 1e6:.1f}M parameters, "
+          f"{memory_bytes(loaded.model) / 2**20:.0f} -> {memory_bytes(pruned) / 2**20:.0f} MB")
+    print(f"saved to {saved} (with mergekit.yml)")
+    return 0
