@@ -61,7 +61,7 @@ before_after(base, pruned)
 
 cols = st.columns(2)
 with cols[0]:
-    folder = st.text_input("Save to folder", value="runs/pruned", key="prune_folder")
+    folder = st.text_input("Save to folder", value=f"{ui.runs_dir()}/pruned-{ui.session_tag()}", key="prune_folder")
     overwrite = st.checkbox("Replace the folder's contents", key="prune_overwrite")
     if st.button("Save", key="prune_save"):
         try:

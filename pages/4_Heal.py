@@ -1,7 +1,5 @@
 """Heal: LoRA on the feed-forward projections of the pruned model, with a live loss curve; stop, resume, merge."""
 
-import uuid
-
 import pandas as pd
 import streamlit as st
 
@@ -38,7 +36,7 @@ cols[2].number_input("LoRA rank", 1, 1024, key="heal_rank")
 cols[3].number_input("Batch size", 1, 256, key="heal_batch_size")
 cols[4].number_input("Tokens per sequence", 8, 8192, key="heal_max_length")
 if "heal_dir" not in st.session_state:
-    st.session_state["heal_dir"] = f"runs/heal-{uuid.uuid4().hex[:8]}"
+    st.session_state["heal_dir"] = f"{ui.runs_dir()}/heal-{ui.session_tag()}"
 folder = st.text_input("Run folder (checkpoints, adapter)", key="heal_dir")
 st.caption(f"Training text: the *heal* split of **{data['source'].describe()}** (the held-out loss uses its *eval* "
            f"split; the two never overlap).")

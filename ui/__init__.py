@@ -32,3 +32,19 @@ def require_model():
     jobs.panel("load")
     st.page_link("pages/1_Model_and_data.py", label="Go to Model and data", icon=":material/arrow_forward:")
     st.stop()
+
+
+def runs_dir() -> str:
+    """Where the app proposes to write runs and saved models: ``$PRUNE_APP_RUNS`` or ``runs`` (gitignored)."""
+    import os
+
+    return os.environ.get("PRUNE_APP_RUNS") or "runs"
+
+
+def session_tag() -> str:
+    """A short random id of this browser session, for default folder names that never collide between sessions."""
+    import uuid
+
+    if "session_tag" not in st.session_state:
+        st.session_state["session_tag"] = uuid.uuid4().hex[:8]
+    return st.session_state["session_tag"]

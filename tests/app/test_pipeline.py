@@ -1,0 +1,144 @@
+"""The pipeline pages on a tiny model: prerequisites, similarity, prune, heal, compare, evaluate, isolation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from apphelpers import finish_job, load_tiny, open_app
+
+from prune_core.models import model_fingerprint
+
+pytestmark = pytest.mark.app
+
+PAGES = ["pages/2_Similarity.py", "pages/3_Prune.py", "pages/4_Heal.py", "pages/5_Compare.py", "pages/6_Evaluate.py"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path):
+    """Similarity results and runs go to this test's folders (the real default model is not used here)."""
+    monkeypatch.setenv("PRUNE_CORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_without_a_model_explains_what_to_do(page):
+    at = open_app(page)
+    assert not at.exception, at.exception
+    assert "Load a model first" in at.info[0].value
+    assert at.button(key="require_load_default").label == "Load the default model"
+
+
+def test_heal_before_pruning_points_to_the_prune_page():
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/4_Heal.py").run()
+    assert not at.exception and "Prune the model first" in at.info[0].value
+
+
+def test_prune_deepest_layers_then_save_and_mergekit(tmp_path):
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/3_Prune.py").run()
+    at.radio(key="prune_method").set_value("deepest").run()
+    at.slider(key="prune_n").set_value(2).run()
+    assert "Removes **2** of 6 layers: **3-4**" in at.markdown[0].value
+    at.button(key="prune_run").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Layers"].value == "4" and metrics["Layers"].delta == "-2"
+    assert "layer_range: [0, 3]" in at.code[0].value and "layer_range: [5, 6]" in at.code[0].value
+    at.text_input(key="prune_folder").input(str(tmp_path / "out"))
+    at.button(key="prune_save").click().run()
+    assert "Saved to" in at.success[-1].value
+    assert (tmp_path / "out" / "config.json").is_file()
+    at.button(key="prune_save").click().run()  # a second save must not overwrite silently
+    assert "already holds files" in at.error[0].value
+
+
+def test_manual_range_out_of_bounds_is_refused():
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/3_Prune.py").run()
+    at.radio(key="prune_method").set_value("manual").run()
+    at.text_input(key="prune_manual").input("4-9").run()
+    at.button(key="prune_run").click().run()
+    assert "out of range" in at.error[0].value and "pruned" not in at.session_state
+
+
+def test_best_block_needs_the_similarity_first():
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/3_Prune.py").run()
+    at.radio(key="prune_method").set_value("best").run()
+    assert "compute it first" in at.info[0].value
+
+
+def prune_deepest(at, n: int = 2) -> None:
+    at.switch_page("pages/3_Prune.py").run()
+    at.radio(key="prune_method").set_value("deepest").run()
+    at.slider(key="prune_n").set_value(n).run()
+    at.button(key="prune_run").click().run()
+    assert not at.exception, at.exception
+
+
+def test_heal_a_few_steps_then_merge_and_save(tmp_path):
+    at = open_app()
+    load_tiny(at)
+    prune_deepest(at)
+    at.switch_page("pages/4_Heal.py").run()
+    at.selectbox(key="heal_preset").set_value("quick-cpu").run()
+    at.number_input(key="heal_steps").set_value(3)
+    at.number_input(key="heal_max_length").set_value(64)
+    at.text_input(key="heal_dir").input(str(tmp_path / "run"))
+    at.button(key="heal_start").click().run()
+    job = finish_job(at)
+    assert job.error is None, job.error
+    assert [p.done for p in job.history if "loss" in p.info] == [1, 2, 3]  # live loss reports, one per step
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Steps"] == "3" and metrics["After"] != "-"
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    at.button(key="heal_merge").click().run()
+    assert "healed model is ready" in at.success[0].value
+    at.text_input(key="heal_save_dir").input(str(tmp_path / "merged"))
+    at.button(key="heal_save").click().run()
+    assert (tmp_path / "merged" / "config.json").is_file(), [e.value for e in at.error]
+
+
+def test_stopping_a_heal_keeps_a_resumable_run(tmp_path):
+    at = open_app()
+    load_tiny(at)
+    prune_deepest(at)
+    at.switch_page("pages/4_Heal.py").run()
+    at.selectbox(key="heal_preset").set_value("quick-cpu").run()
+    at.number_input(key="heal_steps").set_value(2000)
+    at.number_input(key="heal_max_length").set_value(32)
+    at.text_input(key="heal_dir").input(str(tmp_path / "run"))
+    at.button(key="heal_start").click().run()
+    job = at.session_state["job"]
+    deadline = time.monotonic() + 60
+    while not any("loss" in p.info for p in job.history) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at.run()
+    at.button(key="job_stop").click().run()  # the Stop button of the polling fragment
+    finish_job(at)
+    run = at.session_state["heal_result"]
+    assert run.stopped and 0 < run.global_step < 2000
+    assert "Resume" in at.info[0].value
+
+
+def test_two_sessions_prune_different_blocks_and_the_shared_base_is_untouched():
+    first, second = open_app(), open_app()
+    load_tiny(first)
+    load_tiny(second)
+    base = first.session_state["base"]
+    assert second.session_state["base"] is base  # one cached base model shared by both sessions
+    before = model_fingerprint(base.model)
+    prune_deepest(first, 1)
+    second.switch_page("pages/3_Prune.py").run()
+    second.radio(key="prune_method").set_value("manual").run()
+    second.text_input(key="prune_manual").input("0-2").run()
+    second.button(key="prune_run").click().run()
+    assert first.session_state["pruned"].model.config.prune_removed_layers == [4]
+    assert second.session_state["pruned"].model.config.prune_removed_layers == [0, 1, 2]
+    assert model_fingerprint(base.model) == before and base.num_layers == 6
