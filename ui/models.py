@@ -12,7 +12,14 @@ import streamlit as st
 import torch
 
 from prune_core import system
-from prune_core.models import LoadedModel, default_gguf_path, estimate_load_bytes, load_model, pick_device, pick_dtype
+from prune_core.models import (
+    LoadedModel,
+    _default_model_folder,
+    estimate_load_bytes,
+    load_model,
+    pick_device,
+    pick_dtype,
+)
 from prune_core.progress import ProgressFn, check_cancel, report
 
 SOURCE_KINDS = {
@@ -49,9 +56,8 @@ def source_config(source: str):
         from prune_core.testing import tiny_config
 
         return tiny_config(source.split(":", 1)[1])
-    if source == "default":
-        gguf = default_gguf_path()
-        return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if source == "default":  # the converted folder (made once); reading the GGUF header takes seconds
+        return AutoConfig.from_pretrained(str(_default_model_folder(None)))
     path = Path(source).expanduser()
     if source.endswith(".gguf"):
         if not path.is_file():
