@@ -142,3 +142,20 @@ def test_two_sessions_prune_different_blocks_and_the_shared_base_is_untouched():
     assert first.session_state["pruned"].model.config.prune_removed_layers == [4]
     assert second.session_state["pruned"].model.config.prune_removed_layers == [0, 1, 2]
     assert model_fingerprint(base.model) == before and base.num_layers == 6
+
+
+def test_evaluate_loss_and_probe_on_original_and_pruned():
+    at = open_app()
+    load_tiny(at)
+    prune_deepest(at)
+    at.switch_page("pages/6_Evaluate.py").run()
+    assert at.multiselect(key="eval_models").value == ["original", "pruned"]
+    at.number_input(key="eval_n_samples").set_value(4)
+    at.number_input(key="eval_probe_limit").set_value(8)
+    at.button(key="eval_run").click().run()
+    job = finish_job(at)
+    assert job.error is None, job.error
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["original", "pruned"]
+    assert (table["loss"] > 0).all() and table["probe_accuracy"].between(0, 1).all()
+    assert table["loss"].iloc[0] != table["loss"].iloc[1]  # two different models were evaluated
