@@ -205,3 +205,45 @@ def test_bad_arguments(kwargs, match):
         layer_distances(tiny_model("llama", num_layers=2), _samples(), **kwargs)
     with pytest.raises(ValueError, match="non-empty"):
         layer_distances(tiny_model("llama", num_layers=2), [[5, 6], []])
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_table_files_and_offline_html(tmp_path, monkeypatch, capsys):
+    from prune_core.cli import main
+
+    monkeypatch.setenv("PRUNE_CORE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    argv = ["similarity", "--model", "tiny:llama", "--samples", "4", "--max-length", "32", "--batch-size", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"result.json", "distances.csv", "best_blocks.csv", "heatmap.html"}
+    result = SimilarityResult.load(out)
+    assert f"drop layer {result.best_start(1)}" not in printed  # the table names layers as "layer k"
+    assert f" layer {result.best_start(1)} " in printed and "deepest_distance" in printed
+    html = (out / "heatmap.html").read_text()
+    assert "<script src=" not in html.replace('"', "").replace("'", "")  # nothing fetched: works offline
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js embedded
+    assert main(argv) == 2 and "not empty" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0 and "[cached]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--data", "nothing.pdf"], "unknown data source"),
+    (["--metric", "cosine"], None),
+])
+def test_cli_bad_input(tmp_path, capsys, extra, match):
+    from prune_core.cli import main
+
+    argv = ["similarity", "--model", "tiny:llama", "--out", str(tmp_path / "o")] + extra
+    if match is None:  # argparse rejects the choice itself
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "invalid choice" in capsys.readouterr().err
+        return
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
