@@ -238,3 +238,44 @@ def test_push_http_errors_are_explained(saved, fake_hub, status, error, message)
     with pytest.raises(error, match=message) as err:
         export.push_to_hub(saved, "me/pruned", token=TOKEN)
     assert TOKEN not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# prune-core export
+
+
+def test_cli_mergekit_from_a_folder_and_from_flags(saved, tmp_path, capsys):
+    from prune_core.cli import main
+
+    assert main(["export", "--model", str(saved), "--mergekit"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["merge_method"] == "passthrough"
+    assert [s["sources"][0]["layer_range"] for s in printed["slices"]] == [[0, 2], [4, 6]]
+    out = tmp_path / "cut.yml"
+    assert main(["export", "--mergekit", str(out), "--base-model", "org/base", "--num-layers", "30",
+                 "--layers", "21-26"]) == 0
+    written = yaml.safe_load(out.read_text())
+    assert [s["sources"][0]["layer_range"] for s in written["slices"]] == [[0, 21], [27, 30]]
+    assert written["slices"][0]["sources"][0]["model"] == "org/base"
+
+
+def test_cli_card_entries_reach_the_readme(saved, tmp_path):
+    from prune_core.cli import main
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"measured": {"healed": {"loss": 2.6}}}))
+    assert main(["export", "--model", str(saved), "--card", str(card)]) == 0
+    assert "| healed | 2.6 |" in (saved / "README.md").read_text()
+
+
+def test_cli_errors_name_the_missing_flag(saved, tmp_path, capsys, no_stored_token):
+    from prune_core.cli import main
+
+    assert main(["export", "--model", str(saved)]) == 2
+    assert "--push REPO_ID" in capsys.readouterr().err
+    assert main(["export", "--mergekit"]) == 2
+    assert "--base-model, --num-layers and --layers" in capsys.readouterr().err
+    assert main(["export", "--model", str(saved), "--push", "me/pruned"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err
+    assert main(["export", "--push", "me/pruned"]) == 2
+    assert "--model DIR" in capsys.readouterr().err
