@@ -106,7 +106,8 @@ def test_streamlit_config_works_behind_the_spaces_iframe():
     server = config["server"]
     assert server["enableXsrfProtection"] is False and server["enableCORS"] is False
     assert server["headless"] is True and server["port"] == front_matter()["app_port"]
-    assert server["maxUploadSize"] >= 200
+    app_limit = int(re.search(r"^UPLOAD_LIMIT_MB = (\d+)", (ROOT / "ui" / "uploads.py").read_text(), re.M).group(1))
+    assert server["maxUploadSize"] == app_limit, "the server's upload limit must match the app's UPLOAD_LIMIT_MB"
     assert config["browser"]["gatherUsageStats"] is False
 
 
