@@ -73,15 +73,25 @@ def _front_matter(base: str) -> list[str]:
                     "tags:", "  - layer-pruning", "  - prune-core", "---", ""]
 
 
+METHODS = {"similarity": "the block with the smallest angular distance between its input and output (the paper)",
+           "deepest": "the deepest layers except the final one (the paper's simpler heuristic)",
+           "manual": "layers chosen by hand"}
+
+
+def _describe_method(method: str | None) -> str:
+    steps = [METHODS.get(m, m) for m in (method or "").split("+") if m]
+    return "; then ".join(steps) or "none"
+
+
 def _summary(info: dict, base: str) -> list[str]:
     removed, total = info.get("removed_layers") or [], info.get("base_num_layers")
     return [f"# {base} with {len(removed)} of {total} layers removed", "",
-            f"Made with Layer Pruning Explorer (`prune-core`), following {PAPER}: the removed block is where the "
-            "angular distance between a layer's input and the input n layers later is smallest.", "",
+            f"Made with Layer Pruning Explorer (`prune-core`), following {PAPER}, *The Unreasonable Ineffectiveness "
+            "of the Deeper Layers*.", "",
             "## What was removed", "", *_table({
                 "base model": f"`{base}`", "layers": f"{total} -> {total - len(removed) if total else '?'}",
                 "removed layers (0-based, original numbering)": layer_ranges(removed),
-                "method": info.get("method") or "none"})]
+                "method": _describe_method(info.get("method"))})]
 
 
 def _reproduce(info: dict, base: str) -> list[str]:

@@ -51,7 +51,7 @@ def test_card_names_base_layers_method_healing_and_numbers(saved):
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "layer-pruning" in meta["tags"]
     assert "with 2 of 6 layers removed" in text and "| 6 -> 4 |" in text
     assert "| removed layers (0-based, original numbering) | 2-3 |" in text
-    assert "| method | similarity |" in text
+    assert "| method | the block with the smallest angular distance" in text
     assert "| rank | 8 |" in text and "| preset | quick-cpu |" in text
     assert "| model | loss | probe_accuracy |" in text and "| base | 2.412 | 0.61 |" in text
     assert "| pruned | 3.1 |  |" in text
@@ -76,6 +76,7 @@ def test_unhealed_card_says_so_and_local_base_is_kept_out_of_metadata(tmp_path):
     text = export.write_model_card(folder).read_text()
     assert "base_model" not in _front_matter(text)
     assert "Not healed" in text and "mergekit" not in text
+    assert "| method | layers chosen by hand |" in text
 
 
 def test_info_falls_back_to_config_json(saved):
