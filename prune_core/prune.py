@@ -163,27 +163,6 @@ def mergekit_config(base_model: str, num_layers: int, removed: Iterable[int], dt
     return "\n".join(lines)
 
 
-def render_model_card(info: dict, card: dict | None = None) -> str:
-    """A model card (README.md) for a pruned or healed model."""
-    card = card or {}
-    base = info.get("base_model") or "unknown"
-    removed = info.get("removed_layers") or []
-    head = ["---", f"base_model: {base}", "library_name: transformers", "tags:", "  - layer-pruning",
-            "  - prune-core", "---", "", f"# {base} with {len(removed)} of {info['base_num_layers']} layers removed",
-            "", "Made with Layer Pruning Explorer, following Gromov et al., *The Unreasonable Ineffectiveness of "
-            "the Deeper Layers* ([arXiv 2403.17887](https://arxiv.org/abs/2403.17887)).", "",
-            f"- Base model: `{base}`", f"- Removed layers (0-based, original numbering): `{removed}`",
-            f"- Method: {info.get('method') or 'none'}"]
-    extra = [f"- {key.replace('_', ' ').capitalize()}: {_card_value(value)}" for key, value in card.items()]
-    return "\n".join(head + extra) + "\n"
-
-
-def _card_value(value) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return f"{value}"
-
-
 def _check_target(out: Path, overwrite: bool, need_bytes: int) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, not a folder")
@@ -204,6 +183,8 @@ def save_model(model: nn.Module, tokenizer, out_dir: str | Path, *, overwrite: b
     Writes into a temporary folder beside ``out_dir`` and moves it into place, so a failure (a full disk, say)
     never leaves a half-written model; refuses a non-empty ``out_dir`` unless ``overwrite``.
     """
+    from prune_core.export import model_card_markdown  # export imports this module
+
     out = Path(out_dir).expanduser().resolve()
     _check_target(out, overwrite, int(memory_bytes(model) * 1.05) + 2**20)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -213,7 +194,7 @@ def save_model(model: nn.Module, tokenizer, out_dir: str | Path, *, overwrite: b
             tokenizer.save_pretrained(tmp)
         info = prune_info(model)
         (tmp / "prune.json").write_text(json.dumps({**info, **(card or {})}, indent=2, default=str))
-        (tmp / "README.md").write_text(render_model_card(info, card))
+        (tmp / "README.md").write_text(model_card_markdown(info, card))
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             out.rename(old / "x")

@@ -50,9 +50,12 @@ def run(args) -> int:
                                     max_length=args.max_length, batch_size=args.batch_size, progress=TqdmProgress())
     drop = prune.select_layers(total, args.strategy, n=n, layers=layers, result=result)
     pruned = prune.drop_layers(loaded.model, drop, method=args.strategy)
-    card = {"strategy": args.strategy}
+    card = {}
     if result is not None:
-        card.update(calibration=result.metadata["source"], distance=float(result.distances[len(drop), drop[0]]))
+        meta = result.metadata
+        card["similarity"] = {"calibration data": meta["source"], "metric": meta["metric"],
+                              "samples": meta["n_samples"], "max length": meta["max_length"],
+                              "distance of the removed block": round(float(result.distances[len(drop), drop[0]]), 4)}
     saved = prune.save_model(pruned, loaded.tokenizer, out, overwrite=args.overwrite, card=card)
     base = loaded.model.config.name_or_path or args.model
     (saved / "mergekit.yml").write_text(prune.mergekit_config(base, total, prune.prune_info(pruned)["removed_layers"]))
