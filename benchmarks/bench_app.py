@@ -18,19 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from appserver import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, stop_server  # noqa: E402
+from appserver import CHROMIUM, CHROMIUM_ARGS, free_port, fresh_cache, start_server, stop_server  # noqa: E402
 
-from prune_core.models import cache_dir, load_model  # noqa: E402
+from prune_core.models import load_model  # noqa: E402
 
 COLD_LIMIT_S, REVISIT_LIMIT_S = 90.0, 3.0
-
-
-def fresh_cache() -> str:
-    """A cache folder with the converted default model but no similarity results."""
-    load_model("default")  # converts the GGUF file once if needed (not timed: "the default model already converted")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-app-cache-"))
-    (tmp / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
-    return str(tmp)
 
 
 def first_heatmap(browser, url: str) -> tuple[float, float]:
@@ -53,7 +45,8 @@ def first_heatmap(browser, url: str) -> tuple[float, float]:
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    env = {"PRUNE_CORE_CACHE": fresh_cache()}
+    load_model("default")  # converts the GGUF file once if needed: not timed ("the default model already converted")
+    env = {"PRUNE_CORE_CACHE": fresh_cache(Path(tempfile.mkdtemp(prefix="bench-app-cache-")))}
     port = free_port()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -54,3 +54,15 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def fresh_cache(folder: Path) -> str:
+    """A PRUNE_CORE_CACHE in ``folder`` holding no similarity results; it links the converted models of the user's
+    cache (when there are any) so that the default model is not converted again."""
+    from prune_core.models import cache_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    models = cache_dir() / "models"
+    if models.is_dir():
+        (folder / "models").symlink_to(models, target_is_directory=True)
+    return str(folder)

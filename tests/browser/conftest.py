@@ -14,7 +14,7 @@ import pytest
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
-from appserver import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_server, stop_server  # noqa: E402
+from appserver import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, fresh_cache, start_server, stop_server  # noqa: E402
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
@@ -28,9 +28,12 @@ def launch_chromium(playwright):
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory):
-    """The app served by `streamlit run` for this test session (runs and saved models go to a temp folder)."""
+    """The app served by `streamlit run` for this test session: similarity computed afresh (an empty result cache),
+    runs and saved models in a temp folder."""
     port = free_port()
-    proc = start_server(port, env={"PRUNE_APP_RUNS": str(tmp_path_factory.mktemp("runs"))})
+    env = {"PRUNE_APP_RUNS": str(tmp_path_factory.mktemp("runs")),
+           "PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache"))}
+    proc = start_server(port, env=env)
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
 
@@ -49,6 +52,6 @@ def browser():
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
-    pg.set_default_timeout(120_000)
+    pg.set_default_timeout(300_000)  # a busy 2-core machine computes the similarity slowly
     yield pg
     context.close()
