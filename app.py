@@ -1,34 +1,40 @@
-"""Layer Pruning Explorer: the landing page. What the tool does, what is loaded, where to go next."""
+"""Layer Pruning Explorer: the entry point. The landing page (what the tool does, what is loaded, where to go next)
+and the navigation to one page per stage of the pipeline."""
 
 import streamlit as st
 
 import ui
 from ui import jobs, state
 from ui.models import load_checked
-from ui.widgets import model_metrics, next_steps
+from ui.widgets import PIPELINE, model_metrics, next_steps
 
-ui.page_setup("Layer Pruning Explorer")
-st.markdown(
-    "Find the redundant layers of an open-weight language model from the **angular distance** between the "
-    "hidden states before and after each block of layers, **remove** the most similar block, **heal** the cut "
-    "with LoRA, then **compare** and **evaluate** the result. After Gromov et al., *The Unreasonable "
-    "Ineffectiveness of the Deeper Layers* ([arXiv 2403.17887](https://arxiv.org/abs/2403.17887))."
-)
 
-st.subheader("Loaded model")
-base = state.get("base")
-if base is not None:
-    model_metrics(base, "Original")
-    pruned = state.get("pruned")
-    if pruned is not None:
-        model_metrics(pruned, "Pruned")
-else:
-    st.info("No model is loaded in this session yet. Load the embedded default here, or pick another model and "
-            "the calibration data on the *Model and data* page.")
-    if st.button("Load the default model", key="home_load_default", type="primary", disabled=jobs.busy()):
-        jobs.start("load", "Loading the default model", load_checked, "default",
-                   on_done=lambda loaded: state.put("base", loaded))
-jobs.panel("load")
+def home() -> None:
+    ui.page_setup("Layer Pruning Explorer")
+    st.markdown(
+        "Find the redundant layers of an open-weight language model from the **angular distance** between the "
+        "hidden states before and after each block of layers, **remove** the most similar block, **heal** the cut "
+        "with LoRA, then **compare** and **evaluate** the result. After Gromov et al., *The Unreasonable "
+        "Ineffectiveness of the Deeper Layers* ([arXiv 2403.17887](https://arxiv.org/abs/2403.17887))."
+    )
+    st.subheader("Loaded model")
+    base = state.get("base")
+    if base is not None:
+        model_metrics(base, "Original")
+        pruned = state.get("pruned")
+        if pruned is not None:
+            model_metrics(pruned, "Pruned")
+    else:
+        st.info("No model is loaded in this session yet. Load the embedded default here, or pick another model and "
+                "the calibration data on the *Model and data* page.")
+        if st.button("Load the default model", key="home_load_default", type="primary", disabled=jobs.busy()):
+            jobs.start("load", "Loading the default model", load_checked, "default",
+                       on_done=lambda loaded: state.put("base", loaded))
+    jobs.panel("load")
+    st.subheader("Where to go next")
+    next_steps()
 
-st.subheader("Where to go next")
-next_steps()
+
+pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
+pages += [st.Page(path, title=title, icon=icon) for path, title, icon in PIPELINE]
+st.navigation(pages).run()

@@ -7,13 +7,13 @@ import streamlit as st
 from prune_core.models import LoadedModel
 from prune_core.system import format_bytes
 
-NEXT_STEPS = [
-    ("pages/1_Model_and_data.py", "1 · Model and data", ":material/memory:"),
-    ("pages/2_Similarity.py", "2 · Similarity heatmap", ":material/grid_on:"),
-    ("pages/3_Prune.py", "3 · Prune", ":material/content_cut:"),
-    ("pages/4_Heal.py", "4 · Heal", ":material/healing:"),
-    ("pages/5_Compare.py", "5 · Compare generations", ":material/compare:"),
-    ("pages/6_Evaluate.py", "6 · Evaluate", ":material/analytics:"),
+PIPELINE = [  # (page, title, icon): the navigation and the landing page's links
+    ("pages/1_Model_and_data.py", "Model and data", ":material/memory:"),
+    ("pages/2_Similarity.py", "Similarity", ":material/grid_on:"),
+    ("pages/3_Prune.py", "Prune", ":material/content_cut:"),
+    ("pages/4_Heal.py", "Heal", ":material/healing:"),
+    ("pages/5_Compare.py", "Compare", ":material/compare:"),
+    ("pages/6_Evaluate.py", "Evaluate", ":material/analytics:"),
 ]
 
 
@@ -44,8 +44,8 @@ def before_after(before: LoadedModel, after: LoadedModel) -> None:
 
 def next_steps() -> None:
     """Links to every page of the pipeline."""
-    for page, label, icon in NEXT_STEPS:
-        st.page_link(page, label=label, icon=icon)
+    for i, (page, title, icon) in enumerate(PIPELINE, start=1):
+        st.page_link(page, label=f"{i} · {title}", icon=icon)
 
 
 def layer_list(layers: list[int]) -> str:

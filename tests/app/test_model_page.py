@@ -21,7 +21,7 @@ def test_load_tiny_model_shows_its_summary_on_every_page():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "6"
     assert metrics["Device / dtype"] == "cpu · float32"
-    at.switch_page("app.py").run()
+    at.switch_page("app.py").run()  # the entry point shows the Home page
     assert not at.info and {m.label: m.value for m in at.metric}["Layers"] == "6"
 
 
