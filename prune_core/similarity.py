@@ -4,6 +4,10 @@
 One forward pass per batch gives the whole table: forward pre-hooks on every decoder block capture x^(l), the
 block's input, and a pre-hook on the final norm captures x^(L) before the norm. From the L+1 states we get every
 pairwise distance d(x^(l), x^(m)); the block of n layers starting at l is the pair (l, l+n).
+
+Memory: the last-token metric keeps (L+1) x B vectors per batch. The all-token metrics keep every real token of
+every state of one batch, (L+1) x B x T x D values in the model's dtype (for a 7B model with B=8, T=2048 that is
+~4.4 GB in bf16): lower ``batch_size`` for big models. Distances are reduced in float64 chunks of at most 64 MiB.
 """
 
 from __future__ import annotations
@@ -119,14 +123,16 @@ class SimilarityResult:
 
 
 class _StateCapture:
-    """Hooks that record x^(0..L) during one forward pass: only the last real token of each sequence (B, D) when
-    ``all_tokens`` is False, every token (B, T, D) otherwise. States go to ``device``."""
+    """Hooks that record x^(0..L) during one forward pass: the last real token of each sequence (B, D) when
+    ``all_tokens`` is False, every real token (N, D) otherwise. States go to ``device``. Call :meth:`set_mask`
+    before each forward pass."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, all_tokens: bool) -> None:
         from prune_core.models import get_final_norm, get_layers
 
         self.device, self.all_tokens = device, all_tokens
         self.last: torch.Tensor | None = None  # (B,) index of each row's last real token
+        self.real: torch.Tensor | None = None  # (N,) flat index (b * T + t) of every real token
         layers, norm = get_layers(model), get_final_norm(model)
         self.states: list[torch.Tensor | None] = [None] * (len(layers) + 1)
         self._handles = [layer.register_forward_pre_hook(self._pre_hook(i), with_kwargs=True)
@@ -136,12 +142,19 @@ class _StateCapture:
         else:  # no final norm: x^(L) is the last block's output (a tensor in current transformers, else a tuple)
             self._handles.append(layers[-1].register_forward_hook(self._out_hook(len(layers))))
 
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Take the (B, T) attention mask of the next batch (padding on either side)."""
+        self.last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        self.real = mask.reshape(-1).nonzero()[:, 0]
+        self.states = [None] * len(self.states)
+
     def _store(self, index: int, hidden: torch.Tensor) -> None:
-        if self.all_tokens:  # (B, T, D); cloned in case the model updates its residual in place
-            self.states[index] = hidden.detach().to(self.device).clone()
-        else:  # (B, D)
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
-            self.states[index] = hidden.detach()[rows, self.last.to(hidden.device)].to(self.device, torch.float64)
+        if self.all_tokens:  # (N, D): a copy, so later in-place updates of the residual cannot change it
+            flat = hidden.detach().reshape(-1, hidden.shape[-1])
+            self.states[index] = flat.index_select(0, self.real.to(hidden.device)).to(self.device)
+        else:  # (B, D); gather, because advanced indexing is ~100x slower on CPU
+            where = self.last.to(hidden.device).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+            self.states[index] = hidden.detach().gather(1, where)[:, 0].to(self.device, torch.float64)
 
     def _pre_hook(self, index: int):
         def hook(module, args, kwargs):
@@ -171,17 +184,13 @@ def _pairwise(X: torch.Tensor, metric: str) -> torch.Tensor:
     return value.sum(0)
 
 
-def _reduce_batch(states: list[torch.Tensor], mask: torch.Tensor, metric: str) -> tuple[torch.Tensor, int]:
-    """(sum over this batch's vectors of the pairwise metric (L+1, L+1), number of vectors)."""
-    if metric == "angular_last":
-        return _pairwise(torch.stack(states, dim=1), metric), states[0].shape[0]
-    mask = mask.to(states[0].device, torch.bool)
-    real = [s[mask] for s in states]  # L+1 tensors (N, D): real tokens only
-    N, D = real[0].shape
-    chunk = max(1, _CHUNK_BYTES // (8 * len(real) * D))
-    total = torch.zeros(len(real), len(real), dtype=torch.float64, device=real[0].device)
+def _reduce_batch(states: list[torch.Tensor], metric: str) -> tuple[torch.Tensor, int]:
+    """States: L+1 tensors (N, D) -> (sum over the N vectors of the pairwise metric (L+1, L+1), N)."""
+    N, D = states[0].shape
+    chunk = max(1, _CHUNK_BYTES // (8 * len(states) * D))  # bounds the float64 working set
+    total = torch.zeros(len(states), len(states), dtype=torch.float64, device=states[0].device)
     for i in range(0, N, chunk):
-        total += _pairwise(torch.stack([r[i:i + chunk] for r in real], dim=1).double(), metric)
+        total += _pairwise(torch.stack([s[i:i + chunk] for s in states], dim=1).double(), metric)
     return total, N
 
 
@@ -229,11 +238,10 @@ def layer_distances(model: torch.nn.Module, samples: list[list[int]], *, metric:
             for b, (ids, mask) in enumerate(_batches(samples, batch_size, pad_id, padding_side)):
                 check_cancel(cancel)
                 ids, mask = ids.to(device), mask.to(device)
-                capture.last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # (B,) last real token, either side
+                capture.set_mask(mask)
                 _forward(model.base_model, ids, mask)
-                part, n = _reduce_batch(capture.states, mask, metric)
+                part, n = _reduce_batch(capture.states, metric)
                 total, count = (part if total is None else total + part), count + n
-                capture.states = [None] * len(capture.states)
                 report(progress, "similarity", b + 1, n_batches, vectors=count)
         finally:
             capture.remove()
