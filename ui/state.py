@@ -12,15 +12,16 @@ from typing import Any
 
 import streamlit as st
 
-STAGES = ("base", "data", "similarity", "pruned", "heal_result", "healed", "evals")
+STAGES = ("base", "data", "similarity", "pruned", "heal_result", "healed", "compare", "evals")
 # What each stage was built on: replacing a stage drops these dependents.
 DEPENDENTS = {
-    "base": ("similarity", "pruned", "heal_result", "healed", "evals"),
+    "base": ("similarity", "pruned", "heal_result", "healed", "compare", "evals"),
     "data": ("similarity",),
     "similarity": (),
-    "pruned": ("heal_result", "healed", "evals"),
-    "heal_result": ("healed", "evals"),
-    "healed": ("evals",),
+    "pruned": ("heal_result", "healed", "compare", "evals"),
+    "heal_result": ("healed", "compare", "evals"),
+    "healed": ("compare", "evals"),
+    "compare": (),
     "evals": (),
 }
 PAGES = {
@@ -30,6 +31,7 @@ PAGES = {
     "pruned": ("pages/3_Prune.py", "Prune"),
     "heal_result": ("pages/4_Heal.py", "Heal"),
     "healed": ("pages/4_Heal.py", "Heal"),
+    "compare": ("pages/5_Compare.py", "Compare"),
     "evals": ("pages/6_Evaluate.py", "Evaluate"),
 }
 

@@ -159,3 +159,23 @@ def test_evaluate_loss_and_probe_on_original_and_pruned():
     assert list(table["model"]) == ["original", "pruned"]
     assert (table["loss"] > 0).all() and table["probe_accuracy"].between(0, 1).all()
     assert table["loss"].iloc[0] != table["loss"].iloc[1]  # two different models were evaluated
+
+
+def test_compare_generations_side_by_side():
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/5_Compare.py").run()
+    assert "Only the original model is loaded" in at.info[0].value
+    prune_deepest(at)
+    at.switch_page("pages/5_Compare.py").run()
+    at.selectbox(key="compare_prompt").set_value("Custom prompt...").run()
+    at.text_area(key="compare_custom").input("Hello there").run()
+    at.slider(key="compare_tokens").set_value(8).run()
+    at.button(key="compare_run").click().run()
+    job = finish_job(at)
+    assert job.error is None, job.error
+    rows = at.session_state["compare"]
+    assert [r["model"] for r in rows] == ["original", "pruned"] and all(r["prompt"] == "Hello there" for r in rows)
+    assert [s.value for s in at.subheader] == ["original", "pruned"]
+    assert {m.label for m in at.metric} == {"Latency", "Tokens / s"}
+    assert "6 layers" in at.caption[0].value and "4 layers" in at.caption[1].value

@@ -59,6 +59,13 @@ def test_heatmap_prune_and_compare_on_the_default_model(page, server_url):
     assert "method: best" in removed.inner_text()
     shot(page, "prune")
 
+    goto_page(page, "Compare")
+    page.get_by_role("button", name="Generate").click()
+    for name in ("original", "pruned"):
+        page.get_by_role("heading", name=name, exact=True).wait_for()
+    assert page.get_by_text("Tokens / s").count() == 2
+    shot(page, "compare")
+
 
 def prune_manual(page, spec: str) -> None:
     goto_page(page, "Prune")
