@@ -131,6 +131,9 @@ class _StateCapture:
         from prune_core.models import get_final_norm, get_layers
 
         self.device, self.all_tokens = device, all_tokens
+        # Only the thread that runs the similarity pass records: another session may be generating with the same
+        # (shared, cached) model while the hooks are attached.
+        self.owner = threading.get_ident()
         self.last: torch.Tensor | None = None  # (B,) index of each row's last real token
         self.real: torch.Tensor | None = None  # (N,) flat index (b * T + t) of every real token
         layers, norm = get_layers(model), get_final_norm(model)
@@ -149,6 +152,8 @@ class _StateCapture:
         self.states = [None] * len(self.states)
 
     def _store(self, index: int, hidden: torch.Tensor) -> None:
+        if threading.get_ident() != self.owner:
+            return
         if self.all_tokens:  # (N, D): a copy, so later in-place updates of the residual cannot change it
             flat = hidden.detach().reshape(-1, hidden.shape[-1])
             self.states[index] = flat.index_select(0, self.real.to(hidden.device)).to(self.device)

@@ -247,3 +247,22 @@ def test_cli_bad_input(tmp_path, capsys, extra, match):
     assert main(argv) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_hooks_ignore_other_threads_using_the_same_model():
+    """A shared model may be generating in another session's thread while a similarity pass holds hooks on it."""
+    from prune_core.similarity import _StateCapture
+
+    model = tiny_model("llama", num_layers=3)
+    capture = _StateCapture(model, torch.device("cpu"), all_tokens=False)
+    try:
+        ids = torch.tensor([[5, 6, 7, 8]])
+        capture.set_mask(torch.ones_like(ids))
+        worker = threading.Thread(target=lambda: model(ids))
+        worker.start()
+        worker.join()
+        assert all(state is None for state in capture.states)
+        model(ids)
+        assert all(state is not None for state in capture.states)
+    finally:
+        capture.remove()
