@@ -6,6 +6,7 @@ Never run `playwright install`.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def server_url(tmp_path_factory):
     runs and saved models in a temp folder."""
     port = free_port()
     env = {"PRUNE_APP_RUNS": str(tmp_path_factory.mktemp("runs")),
-           "PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache"))}
+           "PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache")),
+           # OpenMP threads that spin while waiting starve each other when the cores are shared with other work
+           # (the test runner, other jobs): 10-20x slower generation. Passive waiting costs nothing when idle.
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = start_server(port, env=env)
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
