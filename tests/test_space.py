@@ -60,6 +60,8 @@ def test_front_matter_is_a_docker_space_on_port_8501():
     assert meta["sdk"] == "docker" and meta["app_port"] == 8501 and meta["pinned"] is False
     assert meta["colorFrom"] in SPACE_COLORS and meta["colorTo"] in SPACE_COLORS
     assert len(meta["short_description"]) <= 60  # the Hub rejects longer ones
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["license"].lower() == str(project["license"]).lower(), "README and pyproject.toml licenses differ"
 
 
 def test_dockerfile_port_user_command_and_healthcheck_match_the_space():
