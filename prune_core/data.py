@@ -54,7 +54,7 @@ class DataSource:
         extras = [x for x in (self.config, self.split) if x]
         if self.column:
             extras.append(f"column {self.column!r}")
-        prefix = "hf:" if self.kind == "hub" else ""
+        prefix = "hf:" if self.kind == "hub" and not Path(self.name).is_absolute() else ""
         return prefix + self.name + (f" ({', '.join(extras)})" if extras else "")
 
 

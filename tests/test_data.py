@@ -44,6 +44,7 @@ def test_parse_source_kinds(tmp_path, jsonl_file, txt_file):
     assert parse_source(str(jsonl_file), column="body").column == "body"
     assert parse_source(str(txt_file)).column is None
     assert parse_source(str(tmp_path)).kind == "hub"  # a folder is a local dataset
+    assert parse_source(str(tmp_path)).describe() == f"{tmp_path.resolve()} (column 'text')"
     src = parse_source("hf:allenai/c4", config="en", split="validation")
     assert src.describe() == "hf:allenai/c4 (en, validation, column 'text')"
     assert parse_source(src) is src
@@ -136,6 +137,8 @@ def test_txt_jsonl_csv_read(tmp_path, txt_file, jsonl_file):
     with pytest.raises(ValueError, match="no column 'text'; columns: id, body"):
         load_texts(str(jsonl_file), "heal")
     assert sum(len(load_texts(parse_source(str(jsonl_file), column="body"), r)) for r in data.ROLES) == 400
+    by_role = [set(load_texts(str(txt_file), r)) for r in data.ROLES]
+    assert all(not a & b for i, a in enumerate(by_role) for b in by_role[i + 1:])
     units = [u for r in data.ROLES for u in load_texts(str(txt_file), r)]
     assert len(units) > 50 and all(u.startswith("Paragraph") and len(u) >= data.UNIT_CHARS for u in units[:-1])
 
