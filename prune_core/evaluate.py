@@ -9,6 +9,7 @@ Batches are right-padded (positions stay 0..T-1, as unbatched) and only real tok
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from dataclasses import dataclass
@@ -130,24 +131,55 @@ def _log_probs(logits: torch.Tensor, targets: list[int]) -> float:
     return torch.log_softmax(logits.float(), dim=-1).gather(1, tok[:, None]).sum().item()
 
 
+class _SharedPrefix:
+    """The tokens every prompt starts with (a chat template's system prompt, a few-shot header), run once; each batch
+    starts from a copy of their KV cache, repeated per row."""
+
+    def __init__(self, model, ids: list[int]) -> None:
+        self.length, self.cache = len(ids), None
+        if ids:
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([ids], device=model_device(model)), use_cache=True, logits_to_keep=1)
+            self.cache = out.cache
+
+    def start(self, rows: int, mask: torch.Tensor):
+        """(cache for ``rows`` rows or None, ``mask`` extended over the prefix)."""
+        if not self.length:
+            return None, mask
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache, torch.cat([torch.ones(rows, self.length, dtype=mask.dtype, device=mask.device), mask], dim=1)
+
+
+def _common_prefix(seqs: list[list[int]], minimum: int = 8) -> int:
+    """Length of the token prefix shared by all ``seqs`` (each keeps at least one token), 0 if under ``minimum``."""
+    limit, n = min(len(s) for s in seqs) - 1, 0
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n if n >= minimum else 0
+
+
 @torch.no_grad()
-def _score_single_token(model, items, pad_id: int) -> list[list[float]]:
+def _score_single_token(model, items, pad_id: int, prefix: _SharedPrefix) -> list[list[float]]:
     """The paper's scoring: next-token log-probability of each one-token option at the last prompt position.
-    ``items``: (prompt ids, [option token, ...]) of any lengths, right-padded into one batch."""
+    ``items``: (prompt ids after the shared prefix, [option token, ...]), right-padded into one batch."""
     ids, mask = _right_pad([ctx for ctx, _ in items], pad_id, model_device(model))
     last = mask.sum(1, keepdim=True) - 1  # (B, 1): the last real position of each row
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=last).logits  # (B, 1, V)
+    cache, mask = prefix.start(len(items), mask)
+    logits = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=cache is not None,
+                   logits_to_keep=last).logits  # (B, 1, V)
     return [[_log_probs(logits[b], [t]) for t in opts] for b, (_, opts) in enumerate(items)]
 
 
 @torch.no_grad()
-def _score_continuations(model, items, pad_id: int) -> list[list[float]]:
+def _score_continuations(model, items, pad_id: int, prefix: _SharedPrefix) -> list[list[float]]:
     """Summed log-probability of multi-token options: the prompts (all of one length, so no padding) run once with
     a KV cache, which is repeated for each option; then every option's tokens but its last run in one batch."""
     n = len(items[0][1])
     device = model_device(model)
     ctx = torch.tensor([c for c, _ in items], device=device)  # (B, Tp)
-    out = model(input_ids=ctx, use_cache=True, logits_to_keep=1)
+    cache, mask = prefix.start(len(items), torch.ones_like(ctx))
+    out = model(input_ids=ctx, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1)
     first = out.logits[:, -1]  # (B, V): predicts each option's first token
     opts = [o for _, os in items for o in os]  # B * n options, question-major
     scores = [_log_probs(first[i // n : i // n + 1], [o[0]]) for i, o in enumerate(opts)]
@@ -156,7 +188,7 @@ def _score_continuations(model, items, pad_id: int) -> list[list[float]]:
         cache.batch_repeat_interleave(n)
         ids, omask = _right_pad([o[:-1] or [pad_id] for o in opts], pad_id, device)
         omask[[i for i, o in enumerate(opts) if len(o) == 1], 0] = 0
-        mask = torch.cat([torch.ones(len(opts), ctx.shape[1], dtype=omask.dtype, device=device), omask], dim=1)
+        mask = torch.cat([mask.repeat_interleave(n, dim=0), omask], dim=1)
         logits = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits
         for i, o in enumerate(opts):
             if len(o) > 1:
@@ -181,20 +213,25 @@ def _work_units(encoded, batch_size: int) -> list[tuple[str, list[int]]]:
 
 
 def option_logprobs(model: torch.nn.Module, tokenizer, questions: list[Question], *, batch_size: int = 32,
-                    add_special_tokens: bool = True, progress: ProgressFn | None = None,
+                    add_special_tokens: bool = True, share_prefix: bool = True, progress: ProgressFn | None = None,
                     cancel: threading.Event | None = None) -> list[list[tuple[float, int]]]:
     """For each question and option: (summed log-probability of the option's tokens given the prompt, token count).
-    Equal to scoring each prompt + option alone; ``batch_size`` counts sequences per forward pass."""
+    Equal to scoring each prompt + option alone; ``batch_size`` counts sequences per forward pass. ``share_prefix``
+    runs the tokens that all prompts start with once (8 tokens or more) and reuses their KV cache."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoded = [encode_question(tokenizer, q, add_special_tokens=add_special_tokens) for q in questions]
     pad, out, done = pad_id_of(tokenizer), [None] * len(questions), 0
+    shared = _common_prefix([ctx for ctx, _ in encoded]) if share_prefix else 0
+    prefix = _SharedPrefix(model, encoded[0][0][:shared])
+    encoded = [(ctx[shared:], opts) for ctx, opts in encoded]
     for kind, idx in _work_units(encoded, batch_size):
         check_cancel(cancel)
         if kind == "single":
-            scores = _score_single_token(model, [(encoded[i][0], [o[0] for o in encoded[i][1]]) for i in idx], pad)
+            items = [(encoded[i][0], [o[0] for o in encoded[i][1]]) for i in idx]
+            scores = _score_single_token(model, items, pad, prefix)
         else:
-            scores = _score_continuations(model, [encoded[i] for i in idx], pad)
+            scores = _score_continuations(model, [encoded[i] for i in idx], pad, prefix)
         for i, s in zip(idx, scores, strict=True):
             out[i] = [(v, len(o)) for v, o in zip(s, encoded[i][1], strict=True)]
         done += len(idx)
@@ -340,3 +377,35 @@ def jsonl_questions(path: str, *, method: str = "letter", limit: int | None = No
         if limit and len(out) >= limit:
             break
     return out
+
+
+QUESTION_SETS = ("mmlu", "boolq")
+
+
+def question_set(spec: str, *, limit: int | None = None, shots: int = 5) -> list[Question]:
+    """Questions named by ``spec``: "mmlu" or "boolq" (their hub datasets), "mmlu:PATH" or "boolq:PATH" (a local copy
+    with the hub's columns), or a local .jsonl/.json/.parquet/.csv file of (question, choices, answer)."""
+    name, _, path = spec.partition(":")
+    if name == "mmlu":
+        return mmlu_questions(path or "cais/mmlu", shots=shots, max_per_subject=limit)
+    if name == "boolq":
+        return boolq_questions(path or "google/boolq", limit=limit)
+    if Path(spec).expanduser().is_file():
+        return jsonl_questions(spec, limit=limit)
+    raise ValueError(f"unknown question set {spec!r}: use {', '.join(QUESTION_SETS)}, NAME:PATH or a local file")
+
+
+def run_lm_eval(model: torch.nn.Module, tokenizer, tasks: list[str], *, include_path: str | None = None,
+                limit: int | None = None, num_fewshot: int | None = None, batch_size: int = 8) -> dict:
+    """Run lm-evaluation-harness tasks on an in-memory model (optional extra: ``pip install lm-eval==0.4.13``).
+    ``include_path`` adds a folder of task YAML files. Returns lm-eval's per-task ``results`` dict."""
+    try:
+        from lm_eval.evaluator import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError as err:
+        raise ValueError(f"lm-eval is not installed ({err}): pip install 'lm-eval==0.4.13'") from err
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    results = simple_evaluate(model=lm, tasks=list(tasks), task_manager=TaskManager(include_path=include_path),
+                              limit=limit, num_fewshot=num_fewshot)
+    return results["results"]

@@ -30,6 +30,8 @@ QUESTIONS = [
     Question("Hi", ("A", "B", "C", "D"), 3, "letters"),  # single-token options: next-token scoring
 ]
 
+SHARED = [Question("<system> be brief </system> " + q.prompt, q.options, q.answer, q.subject) for q in QUESTIONS]
+
 
 @torch.no_grad()
 def direct_logprob(model, tok, prompt: str, option: str) -> float:
@@ -42,12 +44,13 @@ def direct_logprob(model, tok, prompt: str, option: str) -> float:
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma2", "qwen2_moe", "phi"])
-def test_option_logprobs_equal_direct_computation_at_any_batch_size(model_type):
+@pytest.mark.parametrize("questions", [QUESTIONS, SHARED], ids=["distinct", "shared-prefix"])
+def test_option_logprobs_equal_direct_computation_at_any_batch_size(model_type, questions):
     model, tok = tiny_model(model_type), tiny_tokenizer()
-    expected = [[direct_logprob(model, tok, q.prompt, o) for o in q.options] for q in QUESTIONS]
-    for batch_size in (1, 3, 64):
-        got = option_logprobs(model, tok, QUESTIONS, batch_size=batch_size)
-        for q, exp, row in zip(QUESTIONS, expected, got, strict=True):
+    expected = [[direct_logprob(model, tok, q.prompt, o) for o in q.options] for q in questions]
+    for batch_size, share in ((1, True), (3, True), (64, True), (64, False)):
+        got = option_logprobs(model, tok, questions, batch_size=batch_size, share_prefix=share)
+        for q, exp, row in zip(questions, expected, got, strict=True):
             assert [n for _, n in row] == [len(tok(q.prompt[len(q.prompt.rstrip()):] + o,
                                                    add_special_tokens=False)["input_ids"]) for o in q.options]
             torch.testing.assert_close(torch.tensor([s for s, _ in row]), torch.tensor(exp), rtol=1e-4, atol=1e-4)
