@@ -30,6 +30,8 @@ def home() -> None:
         if st.button("Load the default model", key="home_load_default", type="primary", disabled=jobs.busy()):
             jobs.start("load", "Loading the default model", load_checked, "default",
                        on_done=lambda loaded: state.put("base", loaded))
+            if state.get("base") is not None:  # already cached: loaded at once
+                st.rerun()
     jobs.panel("load")
     st.subheader("Where to go next")
     next_steps()

@@ -29,6 +29,8 @@ def require_model():
     if st.button("Load the default model", key="require_load_default", type="primary", disabled=jobs.busy()):
         jobs.start("load", "Loading the default model", load_checked, "default",
                    on_done=lambda loaded: state.put("base", loaded))
+        if state.get("base") is not None:  # already cached: loaded at once
+            st.rerun()
     jobs.panel("load")
     st.page_link("pages/1_Model_and_data.py", label="Go to Model and data", icon=":material/arrow_forward:")
     st.stop()

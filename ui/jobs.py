@@ -21,6 +21,7 @@ from prune_core.progress import Cancelled, Progress
 
 JOB_KEY = "job"
 POLL_SECONDS = 0.5
+QUICK_SECONDS = 0.3  # how long starting a job waits for it to end right away
 MAX_HISTORY = 20_000  # progress reports kept per job (a healing run reports once per step)
 
 
@@ -98,6 +99,8 @@ def start(name: str, label: str, fn: Callable[..., Any], *args, on_done: Callabl
         add_script_run_ctx(job.thread, ctx)
     st.session_state[JOB_KEY] = job
     job.thread.start()
+    if job.wait(QUICK_SECONDS):  # a quick job (a cache hit) is shown in this run, without a polling round trip
+        collect()
     return job
 
 
