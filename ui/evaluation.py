@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from prune_core.evaluate import heldout_loss, jsonl_questions, score_questions
+from prune_core.evaluate import heldout_loss, question_set, score_questions
 from prune_core.models import LoadedModel
 from prune_core.probe import capital_probe
 from prune_core.progress import Progress, ProgressFn, check_cancel
 
-TASKS = {"loss": "Held-out loss", "probe": "Capital-city probe", "mc": "Multiple choice (JSONL file)"}
+TASKS = {"loss": "Held-out loss", "probe": "Capital-city probe", "mc": "Multiple choice"}
 
 
 def _stage(progress: ProgressFn | None, prefix: str) -> ProgressFn | None:
@@ -22,7 +22,7 @@ def _stage(progress: ProgressFn | None, prefix: str) -> ProgressFn | None:
     return lambda p: progress(Progress(f"{prefix}: {p.stage}", p.done, p.total, p.info))
 
 
-def _task_fns(settings: dict) -> dict[str, Callable]:
+def _task_fns(settings: dict, questions: list | None) -> dict[str, Callable]:
     s = settings
     return {
         "loss": lambda m, pr, c: heldout_loss(m.model, m.tokenizer, s["source"], n_samples=s["n_samples"],
@@ -30,8 +30,7 @@ def _task_fns(settings: dict) -> dict[str, Callable]:
                                               progress=pr, cancel=c),
         "probe": lambda m, pr, c: capital_probe(m.model, m.tokenizer, limit=s.get("probe_limit"), progress=pr,
                                                 cancel=c),
-        "mc": lambda m, pr, c: score_questions(m.model, m.tokenizer, jsonl_questions(s["mc_path"]), progress=pr,
-                                               cancel=c),
+        "mc": lambda m, pr, c: score_questions(m.model, m.tokenizer, questions, progress=pr, cancel=c),
     }
 
 
@@ -39,14 +38,16 @@ def run_evaluations(models: dict[str, LoadedModel], tasks: list[str], settings: 
                     progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> dict:
     """``{model name: {task: result dict}}`` for every model and task (one of TASKS), run one after the other.
 
-    ``settings``: source, n_samples, max_length, batch_size (loss); probe_limit (probe); mc_path (mc).
+    ``settings``: source, n_samples, max_length, batch_size (loss); probe_limit (probe); mc (a question set spec for
+    ``evaluate.question_set``: "mmlu", "boolq" or a .jsonl file) and mc_limit (mc).
     """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"choose tasks from {', '.join(TASKS)}; got {tasks}")
-    if "mc" in tasks and not settings.get("mc_path"):
-        raise ValueError("multiple choice needs a JSONL file of questions")
-    fns = _task_fns(settings)
+    if "mc" in tasks and not settings.get("mc"):
+        raise ValueError("multiple choice needs a question set: MMLU, BoolQ or a .jsonl file")
+    questions = question_set(settings["mc"], limit=settings.get("mc_limit")) if "mc" in tasks else None
+    fns = _task_fns(settings, questions)
     results: dict[str, dict] = {}
     for name, loaded in models.items():
         for task in tasks:

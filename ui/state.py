@@ -12,17 +12,18 @@ from typing import Any
 
 import streamlit as st
 
-STAGES = ("base", "data", "similarity", "pruned", "heal_result", "healed", "compare", "evals")
+STAGES = ("base", "data", "similarity", "pruned", "heal_result", "healed", "compare", "evals", "sweep")
 # What each stage was built on: replacing a stage drops these dependents.
 DEPENDENTS = {
-    "base": ("similarity", "pruned", "heal_result", "healed", "compare", "evals"),
+    "base": ("similarity", "pruned", "heal_result", "healed", "compare", "evals", "sweep"),
     "data": ("similarity",),
-    "similarity": (),
+    "similarity": ("sweep",),
     "pruned": ("heal_result", "healed", "compare", "evals"),
     "heal_result": ("healed", "compare", "evals"),
     "healed": ("compare", "evals"),
     "compare": (),
     "evals": (),
+    "sweep": (),
 }
 MODEL_STAGES = {"base", "pruned", "heal_result", "healed"}  # stages that hold model weights
 PAGES = {
@@ -34,6 +35,7 @@ PAGES = {
     "healed": ("pages/4_Heal.py", "Heal"),
     "compare": ("pages/5_Compare.py", "Compare"),
     "evals": ("pages/6_Evaluate.py", "Evaluate"),
+    "sweep": ("pages/6_Evaluate.py", "Evaluate"),
 }
 
 

@@ -179,3 +179,48 @@ def test_compare_generations_side_by_side():
     assert [s.value for s in at.subheader] == ["original", "pruned"]
     assert {m.label for m in at.metric} == {"Latency", "Tokens / s"}
     assert "6 layers" in at.caption[0].value and "4 layers" in at.caption[1].value
+
+
+def test_sweep_of_both_strategies_draws_the_figure(tmp_path):
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/1_Model_and_data.py").run()
+    at.number_input(key="data_n_samples").set_value(4)
+    at.number_input(key="data_max_length").set_value(32)
+    at.button(key="data_apply").click().run()
+    at.switch_page("pages/2_Similarity.py").run()
+    at.button(key="sim_run").click().run()
+    finish_job(at)
+    at.switch_page("pages/6_Evaluate.py").run()
+    assert at.multiselect(key="sweep_strategies").value == ["similarity", "deepest"]
+    at.multiselect(key="sweep_fractions").set_value([0.2, 0.5])
+    at.number_input(key="eval_probe_limit").set_value(4)
+    at.text_input(key="sweep_dir").input(str(tmp_path / "sweep"))
+    at.button(key="sweep_run").click().run()
+    job = finish_job(at)
+    assert job.error is None, job.error
+    frame = at.session_state["sweep"]
+    assert sorted(frame["n"]) == [0, 1, 1, 3, 3]  # unpruned, then 20% and 50% of 6 layers for both strategies
+    assert at.selectbox(key="sweep_metric").value == "probe_accuracy"
+    assert len(at.get("plotly_chart")) == 1
+    assert (tmp_path / "sweep" / "results.csv").is_file()
+
+
+def test_multiple_choice_from_an_uploaded_file():
+    import json
+
+    questions = [{"question": f"What is {i} + 1?", "choices": [str(i + 1), str(i + 2), str(i)], "answer": 0}
+                 for i in range(4)]
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/6_Evaluate.py").run()
+    at.multiselect(key="eval_tasks").set_value(["mc"]).run()
+    assert at.button(key="eval_run").disabled  # no question file yet
+    at.file_uploader(key="eval_mc_file").upload("qs.jsonl", "\n".join(map(json.dumps, questions)).encode(),
+                                                "application/jsonl")
+    at.run()
+    at.button(key="eval_run").click().run()
+    job = finish_job(at)
+    assert job.error is None, job.error
+    row = at.dataframe[0].value.iloc[0]
+    assert row["model"] == "original" and 0 <= row["mc_accuracy"] <= 1 and row["mc_chance"] == pytest.approx(1 / 3)
