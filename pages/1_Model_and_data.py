@@ -7,7 +7,7 @@ from prune_core import system
 from prune_core.data import BUILTIN_SOURCES, parse_source
 from prune_core.testing import TINY_ARCHITECTURES
 from ui import jobs, state
-from ui.models import SOURCE_KINDS, device_choices, load_checked, source_string
+from ui.models import SOURCE_KINDS, device_choices, estimate_bytes, load_checked, source_string
 from ui.uploads import UPLOAD_LIMIT_MB, UPLOAD_TYPES, save_upload
 from ui.widgets import model_metrics
 
@@ -50,6 +50,10 @@ jobs.panel("load")
 base = state.get("base")
 if base is not None:
     model_metrics(base, "Loaded")
+    dtype_name = str(base.dtype).replace("torch.", "")
+    need = estimate_bytes(base.source, base.device.type, dtype_name, bool(getattr(base.model, "is_loaded_in_4bit", 0)))
+    st.caption(f"Memory check before loading: {system.format_bytes(need)} of weights estimated from the config, "
+               f"{system.format_bytes(system.memory_budget(info, base.device.type))} available.")
 
 # ---- Calibration data
 st.header("Calibration data")

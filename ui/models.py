@@ -66,6 +66,7 @@ def source_config(source: str):
     return AutoConfig.from_pretrained(source)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
 def estimate_bytes(source: str, device: str | None = None, dtype: str | None = None,
                    load_in_4bit: bool = False) -> int:
     """Bytes of weights ``source`` needs once loaded, from its config alone (nothing is allocated)."""

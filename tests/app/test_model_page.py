@@ -21,6 +21,7 @@ def test_load_tiny_model_shows_its_summary_on_every_page():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "6"
     assert metrics["Device / dtype"] == "cpu · float32"
+    assert "Memory check before loading: 289.4 kB of weights estimated" in at.caption[1].value
     at.switch_page("app.py").run()  # the entry point shows the Home page
     assert not at.info and {m.label: m.value for m in at.metric}["Layers"] == "6"
 
