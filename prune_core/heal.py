@@ -201,6 +201,13 @@ def _quantized_copy(model: nn.Module) -> nn.Module:
     return quantized
 
 
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """New modules around ``model``'s weight storage, frozen: LoRA training never writes base weights, so this
+    costs no weight memory and leaves ``model`` (and its requires_grad flags) untouched."""
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
 def _training_model(model: nn.Module, config: HealConfig, targets: list[str], use_4bit: bool) -> nn.Module:
     """A peft model around a copy (4-bit for QLoRA) of ``model``: only the LoRA weights require gradients."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -210,7 +217,7 @@ def _training_model(model: nn.Module, config: HealConfig, targets: list[str], us
         base = copy.deepcopy(model) if _is_quantized(model) else _quantized_copy(model)
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
     else:
-        base = copy.deepcopy(model)
+        base = _frozen_copy(model)
         if config.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()

@@ -63,7 +63,7 @@ class HealCallback(TrainerCallback):
         self.progress, self.cancel = progress, cancel
         self.history: list[dict] = []
         self.stopped = False
-        self._start = 0.0
+        self._start = self._end = 0.0
         self._first_step = 0
         self._first_tokens = 0
 
@@ -71,6 +71,9 @@ class HealCallback(TrainerCallback):
         self._start = time.perf_counter()
         self._first_step, self._first_tokens = state.global_step, state.num_input_tokens_seen
         report(self.progress, "healing", state.global_step, state.max_steps)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._end = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.cancel is not None and self.cancel.is_set():
@@ -96,7 +99,7 @@ class HealCallback(TrainerCallback):
 
     def session_tokens_per_s(self, state) -> float:
         """Tokens per second over this session's steps (not counting steps before a resume)."""
-        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        elapsed = max((self._end or time.perf_counter()) - self._start, 1e-9)
         return (state.num_input_tokens_seen - self._first_tokens) / elapsed
 
 
@@ -173,7 +176,7 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> Path | None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, not a folder")
     busy = out.is_dir() and any(out.iterdir())
-    if busy and not (resume or overwrite):
+    if busy and not (resume or overwrite) and is_main_process():  # other ranks may see the main one's files
         raise FileExistsError(f"{out} already holds files; pass resume=True (--resume) to continue its run or "
                               f"overwrite=True (--overwrite) to replace it")
     return last_checkpoint(out / "checkpoints") if resume else None

@@ -240,3 +240,27 @@ def test_4bit_on_cpu_when_asked(tmp_path):
     with pytest.raises(ValueError, match="quantized"):
         merge_adapter(result.peft_model.base_model.model, result)
     assert_same(model, before)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_heals_merges_and_saves(tmp_path, capsys):
+    from prune_core.cli import main
+    from prune_core.models import load_model
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    text = "\n\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(40)) + f" {i}." for i in range(400))
+    (tmp_path / "corpus.txt").write_text(text)
+    out = tmp_path / "run"
+    argv = ["heal", "--model", "tiny:llama", "--data", str(tmp_path / "corpus.txt"), "--steps", "3", "--rank", "4",
+            "--batch-size", "2", "--max-length", "48", "--eval-samples", "4", "--save-steps", "2", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "held-out loss: before" in printed and "healed model saved" in printed
+    meta = json.loads((out / "heal.json").read_text())
+    assert meta["steps_done"] == 3 and meta["config"]["rank"] == 4
+    assert load_model(str(out / "model"), device="cpu").num_layers == 6
+    assert main(argv) == 2  # the folder now holds a run: refused without --resume / --overwrite
+    assert "--overwrite" in capsys.readouterr().err
