@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from prune_core.plots import heatmap_figure, min_distance_figure
+from prune_core.prune import block_size
 from prune_core.similarity import METRICS, compute_similarity
 from ui import jobs, state
 from ui.widgets import layer_list
@@ -37,8 +38,8 @@ by = st.radio("Choose the block size", ["layers", "fraction"], horizontal=True, 
 if by == "layers":
     n = st.slider("Layers to remove (n)", 1, L - 1, st.session_state.get("block_n", max(1, L // 4)), key="sim_n")
 else:
-    frac = st.slider("Fraction of layers to remove", 0.0, 0.95, 0.25, 0.05, key="sim_fraction")
-    n = max(1, min(L - 1, round(frac * L)))
+    frac = st.slider("Fraction of layers to remove", 0.05, 0.95, 0.25, 0.05, key="sim_fraction")
+    n = min(L - 1, block_size(L, fraction=frac))
 st.session_state["block_n"] = n
 layers = result.best_layers(n)
 st.success(f"Dropping **{n}** of {L} layers ({n / L:.0%}): the best block starts at l* = {result.best_start(n)} and "

@@ -24,7 +24,7 @@ def compute(at):
     return finish_job(at)
 
 
-def test_similarity_heatmap_table_and_block_choice():
+def test_similarity_heatmap_table_and_block_choice(tmp_path):
     at = open_app()
     load_tiny(at)
     job = compute(at)
@@ -40,9 +40,14 @@ def test_similarity_heatmap_table_and_block_choice():
     at.slider(key="sim_fraction").set_value(0.5).run()
     assert "Dropping **3** of 6 layers" in at.success[0].value
     at.switch_page("pages/3_Prune.py").run()  # the Prune page proposes the best block of the chosen size
-    assert at.radio(key="prune_method").value == "best" and at.slider(key="prune_n").value == 3
+    assert at.radio(key="prune_method").value == "similarity" and at.slider(key="prune_n").value == 3
     at.button(key="prune_run").click().run()
     assert at.session_state["pruned"].model.config.prune_removed_layers == result.best_layers(3)
+    at.text_input(key="prune_folder").input(str(tmp_path / "out"))
+    at.button(key="prune_save").click().run()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "How the block was chosen" in card and "angular_last" in card
+    assert "layer_range" in (tmp_path / "out" / "mergekit.yml").read_text()
 
 
 def test_changing_the_data_drops_the_stale_result():

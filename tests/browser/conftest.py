@@ -29,11 +29,10 @@ def launch_chromium(playwright):
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory):
-    """The app served by `streamlit run` for this test session: similarity computed afresh (an empty result cache),
-    runs and saved models in a temp folder."""
+    """The app served by `streamlit run` for this test session, with an empty similarity cache (the heatmap is
+    computed, not read back). The tests save nothing."""
     port = free_port()
-    env = {"PRUNE_APP_RUNS": str(tmp_path_factory.mktemp("runs")),
-           "PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache")),
+    env = {"PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache")),
            # OpenMP threads that spin while waiting starve each other when the cores are shared with other work
            # (the test runner, other jobs): 10-20x slower generation. Passive waiting costs nothing when idle.
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}

@@ -56,7 +56,7 @@ def test_heatmap_prune_and_compare_on_the_default_model(page, server_url):
     page.get_by_role("button", name="Prune", exact=True).click()
     removed = page.get_by_text("Removed (original numbering)")
     removed.wait_for()
-    assert "method: best" in removed.inner_text()
+    assert "method: similarity" in removed.inner_text()
     shot(page, "prune")
 
     goto_page(page, "Compare")
