@@ -49,7 +49,6 @@ def start(resume: bool) -> None:
     except ValueError as err:
         st.error(str(err))
         return
-    config = config.replace(warmup_steps=min(config.warmup_steps, config.steps - 1))
     jobs.start("heal", "Healing", heal, pruned.model, pruned.tokenizer, data["source"], config, output_dir=folder,
                resume=resume, overwrite=not resume, on_done=finished)
 

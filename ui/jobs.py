@@ -136,7 +136,10 @@ def panel(name: str | None = None, extra: Callable[[Job], None] | None = None) -
     """Show the running job's progress and a stop button, refreshed every POLL_SECONDS. With ``name``, only for
     that kind of job; ``extra(job)`` draws more (e.g. the healing loss curve) inside the refreshing area."""
     job = current()
-    if job is None or not job.running or (name is not None and job.name != name):
+    if job is None or not job.running:
+        return
+    if name is not None and job.name != name:
+        st.caption(f"{job.label} is running: this page's actions wait for it (its page shows the progress).")
         return
     _poll(extra)
 
