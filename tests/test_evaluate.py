@@ -242,3 +242,18 @@ def test_capital_probe_on_a_tiny_model_reports_its_fields(tiny_llama):
     result = capital_probe(model, tok, limit=12)
     assert result["n"] == 12 and result["chance"] == 0.25 and result["template"] == "plain"
     assert result["accuracy"] == sum(result["correct"]) / 12
+
+
+def test_eval_command_prints_json_with_every_requested_measure(capsys, tmp_path):
+    from prune_core.cli import main
+
+    out = tmp_path / "eval.json"
+    args = ["eval", "--model", "tiny:llama", "--samples", "2", "--max-length", "32", "--probe-limit", "4",
+            "--mc", str(DATA / "eval_questions.jsonl"), "--json", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads(out.read_text())
+    assert result["layers"] == 6 and result["loss"]["tokens"] == 2 * 31 and result["probe"]["n"] == 4
+    assert result["mc"][str(DATA / "eval_questions.jsonl")]["n"] == 4
+    assert main(["eval", "--model", "tiny:llama", "--no-loss", "--no-probe", "--mc", "nonsense"]) == 2
+    assert "unknown question set" in capsys.readouterr().err

@@ -96,3 +96,20 @@ def test_settings_and_inputs_are_validated(tiny_llama):
     stop.set()
     with pytest.raises(Cancelled):
         compare_generations({"m": (model, tok)}, "hi", cancel=stop)
+
+
+def test_compare_command_prints_and_writes_every_variant(tmp_path, capsys):
+    import pandas as pd
+
+    from prune_core.cli import main
+
+    csv = tmp_path / "rows.csv"
+    args = ["compare", "--model", "tiny:llama", "--drop-deepest", "2", "--drop-layers", "0,2", "--prompt", "hi",
+            "--prompt", "yo", "--max-new-tokens", "3", "--csv", str(csv)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "deepest -2 [3-4]" in out and "manual -2 [0,2]" in out
+    rows = pd.read_csv(csv)
+    assert len(rows) == 6 and set(rows.columns) == FIELDS and sorted(set(rows["num_layers"])) == [4, 6]
+    assert main(["compare", "--model", "tiny:llama"]) == 2
+    assert "--prompt" in capsys.readouterr().err

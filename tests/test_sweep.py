@@ -123,3 +123,21 @@ def test_resolve_ns_from_counts_or_fractions():
         resolve_ns(30)
     with pytest.raises(ValueError, match="1 to 29"):
         resolve_ns(30, ns=[30])
+
+
+def test_sweep_command_writes_the_folder_and_resumes(tmp_path, text_file, capsys):
+    from prune_core.cli import main
+
+    args = ["sweep", "--model", "tiny:llama", "--data", text_file, "--fractions", "0.2,0.4", "--calib-samples", "4",
+            "--calib-max-length", "32", "--eval-samples", "2", "--max-length", "32", "--probe-limit", "4",
+            "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    assert "similarity_n002_pruned" in capsys.readouterr().out
+    points = sorted((tmp_path / "s" / "points").glob("*.json"))
+    assert [p.stem for p in points] == ["deepest_n001_pruned", "deepest_n002_pruned", "similarity_n001_pruned",
+                                        "similarity_n002_pruned", "unpruned"]
+    mtimes = [p.stat().st_mtime_ns for p in points]
+    assert main(args) == 0 and [p.stat().st_mtime_ns for p in points] == mtimes
+    bad = [a if a != "0.2,0.4" else "2,x" for a in args]
+    assert main([a if a != "--fractions" else "--ns" for a in bad]) == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
