@@ -4,7 +4,13 @@ Built from the ``countryinfo`` package (250 countries and territories with a cap
 capital and three capitals of other countries, drawn with a seeded generator, are shuffled into four options; the
 model picks the option with the highest summed log-probability as a continuation of the prompt (capitals can be
 several tokens: " Buenos Aires"). Chance is 25%. The probe measures the factual recall that the paper's
-question-answering results track, in seconds and without downloading a benchmark.
+question-answering results track, in about a minute on a CPU and without downloading a benchmark.
+
+Template: with ``"auto"`` (the default) a tokenizer that has a chat template gets the question as a user turn,
+"What is the capital of <country>?", and the options are scored as the start of the assistant's reply, "The capital
+of <country> is <option>"; nothing in the prompt hints at the answer. On SmolLM2-135M-Instruct, all 250 countries:
+chat + sum 0.868, chat + per-token mean 0.848, plain completion + sum 0.776, plain + mean 0.808. Summed
+log-probability is the default: it is the probability of the whole answer, which per-token averaging is not.
 """
 
 from __future__ import annotations

@@ -257,3 +257,27 @@ def test_eval_command_prints_json_with_every_requested_measure(capsys, tmp_path)
     assert result["mc"][str(DATA / "eval_questions.jsonl")]["n"] == 4
     assert main(["eval", "--model", "tiny:llama", "--no-loss", "--no-probe", "--mc", "nonsense"]) == 2
     assert "unknown question set" in capsys.readouterr().err
+
+
+def test_lm_eval_missing_is_a_clear_error(tiny_llama, monkeypatch):
+    import sys
+
+    from prune_core.evaluate import run_lm_eval
+
+    monkeypatch.setitem(sys.modules, "lm_eval.evaluator", None)
+    with pytest.raises(ValueError, match="pip install 'lm-eval==0.4.13'"):
+        run_lm_eval(*tiny_llama, ["anything"])
+
+
+def test_lm_eval_runs_a_local_task_on_an_in_memory_model(tiny_llama, tmp_path):
+    pytest.importorskip("lm_eval")
+    from prune_core.evaluate import run_lm_eval
+
+    (tmp_path / "task.yaml").write_text(
+        "task: local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {DATA / 'eval_questions.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
+        "doc_to_text: \"{{question}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\n"
+        "doc_to_target: \"{{choices.index(answer) if answer is string and answer in choices else "
+        "('ABCD'.index(answer) if answer is string else answer)}}\"\nmetric_list:\n  - metric: acc\n")
+    results = run_lm_eval(*tiny_llama, ["local_mc"], include_path=str(tmp_path), batch_size=2)
+    assert 0.0 <= results["local_mc"]["acc,none"] <= 1.0
