@@ -1,5 +1,6 @@
 """End to end in headless Chromium against `streamlit run`, on the real default model: load, heatmap, prune the best
-block, compare generations; two concurrent sessions prune different blocks and each sees its own result."""
+block, heal a few steps, compare generations; two concurrent sessions prune different blocks and each sees its own
+result."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def load_default(page, url: str) -> None:
     page.get_by_text("SmolLM2-135M-Instruct").first.wait_for()
 
 
-def test_heatmap_prune_and_compare_on_the_default_model(page, server_url):
+def test_heatmap_prune_heal_and_compare_on_the_default_model(page, server_url):
     page.goto(server_url)
     page.get_by_role("heading", name="Layer Pruning Explorer").wait_for()
     goto_page(page, "Model and data")
@@ -59,11 +60,22 @@ def test_heatmap_prune_and_compare_on_the_default_model(page, server_url):
     assert "method: similarity" in removed.inner_text()
     shot(page, "prune")
 
+    goto_page(page, "Heal")
+    enter(page, "Steps", "6")
+    enter(page, "Tokens per sequence", "64")
+    enter(page, "Run folder (checkpoints, adapter)", "artifacts/browser-runs/heal")  # the server runs in the repo
+    page.get_by_role("button", name="Start healing").click()
+    page.get_by_role("heading", name="Last run").wait_for()
+    assert page.get_by_test_id("stMetricValue").first.inner_text() == "6"  # steps done
+    shot(page, "heal")
+    page.get_by_role("button", name="Merge the adapter into the pruned model").click()
+    page.get_by_text("The healed model is ready").wait_for()
+
     goto_page(page, "Compare")
     page.get_by_role("button", name="Generate").click()
-    for name in ("original", "pruned"):
+    for name in ("original", "pruned", "healed"):
         page.get_by_role("heading", name=name, exact=True).wait_for()
-    assert page.get_by_text("Tokens / s").count() == 2
+    assert page.get_by_text("Tokens / s").count() == 3
     shot(page, "compare")
 
 
