@@ -57,14 +57,6 @@ def put(stage: str, value: Any) -> None:
         gc.collect()  # models hold reference cycles: free their memory now (a full collection takes ~0.3 s)
 
 
-def clear(stage: str) -> None:
-    """Drop ``stage`` and the stages built on it."""
-    get(stage)
-    dropped = [key for key in (stage, *DEPENDENTS[stage]) if st.session_state.pop(key, None) is not None]
-    if MODEL_STAGES.intersection(dropped):
-        gc.collect()
-
-
 def require(stage: str, what: str) -> Any:
     """Return the session's ``stage`` object, or explain what to do first (with a link) and stop the page."""
     value = get(stage)
