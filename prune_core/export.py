@@ -126,6 +126,27 @@ def model_card_markdown(info: dict, card: dict | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def measured_from_eval(result: dict) -> dict:
+    """The numbers of a ``prune-core eval --out`` JSON as one row of the card's ``measured`` table."""
+    row: dict = {}
+    loss = result.get("loss") or {}
+    for key, label in (("loss", "loss"), ("perplexity", "perplexity"), ("normalized_loss", "loss/log(V)")):
+        if isinstance(loss.get(key), (int, float)):
+            row[label] = loss[key]
+    if isinstance((result.get("probe") or {}).get("accuracy"), (int, float)):
+        row["capital probe"] = result["probe"]["accuracy"]
+    for spec, values in (result.get("mc") or {}).items():
+        row[f"{spec} accuracy"] = values.get("accuracy")
+    for task, values in (result.get("lm_eval") or {}).items():
+        for metric, value in (values.items() if isinstance(values, dict) else []):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"{task} {metric}"] = value
+    if not row:
+        raise ValueError("no measured numbers found: expected the JSON written by `prune-core eval --out FILE` "
+                         "(keys loss, probe, mc or lm_eval)")
+    return row
+
+
 def _merge(old: dict, new: dict) -> dict:
     """``new`` over ``old``; the ``measured`` tables are merged per model instead of replaced."""
     merged = {**old, **new}

@@ -280,3 +280,27 @@ def test_cli_errors_name_the_missing_flag(saved, tmp_path, capsys, no_stored_tok
     assert "HF_TOKEN" in capsys.readouterr().err
     assert main(["export", "--push", "me/pruned"]) == 2
     assert "--model DIR" in capsys.readouterr().err
+
+
+EVAL_JSON = {"model": "pruned", "layers": 4, "loss": {"loss": 3.78, "perplexity": 43.9, "normalized_loss": 0.35,
+                                                     "tokens": 2040, "data": "python-docs"},
+             "probe": {"accuracy": 0.55, "n": 20, "chance": 0.25}, "mc": {"boolq": {"accuracy": 0.6, "n": 10}},
+             "lm_eval": {"arc_easy": {"acc,none": 0.41, "alias": "arc_easy"}}}
+
+
+def test_measured_from_eval_keeps_the_numbers():
+    row = export.measured_from_eval(EVAL_JSON)
+    assert row == {"loss": 3.78, "perplexity": 43.9, "loss/log(V)": 0.35, "capital probe": 0.55,
+                   "boolq accuracy": 0.6, "arc_easy acc,none": 0.41}
+    with pytest.raises(ValueError, match="prune-core eval --out"):
+        export.measured_from_eval({"model": "x"})
+
+
+def test_cli_eval_results_become_rows_of_the_measured_table(saved, tmp_path):
+    from prune_core.cli import main
+
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(EVAL_JSON))
+    assert main(["export", "--model", str(saved), "--eval", str(path), "--eval", f"healed={path}"]) == 0
+    text = (saved / "README.md").read_text()
+    assert "| pruned | 3.78 | 43.9 | 0.35 | 0.55 | 0.6 | 0.41 |" in text and "| healed | 3.78 |" in text

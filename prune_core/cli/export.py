@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
                         help="a saved model folder (from `prune-core prune` or `heal`: config.json, safetensors)")
     parser.add_argument("--card", type=Path, default=None, metavar="JSON",
                         help='model-card entries to add, as a JSON file (e.g. {"measured": {"healed": {"loss": 2.6}}})')
+    parser.add_argument("--eval", action="append", default=[], metavar="[NAME=]JSON",
+                        help="add the numbers of `prune-core eval --out JSON` to the card's measured table, as row "
+                             "NAME (default: the model name in the JSON); repeatable")
     parser.add_argument("--push", default=None, metavar="REPO_ID",
                         help="upload the folder to this Hub repo ('user/name'); the token comes from $HF_TOKEN")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
@@ -44,17 +47,36 @@ def _mergekit_yaml(args) -> str:
     return mergekit_config(str(base), int(total), removed, dtype=args.dtype)
 
 
+def _read_json(path: Path) -> dict:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _eval_row(spec: str) -> tuple[str, dict]:
+    """``NAME=PATH`` or ``PATH`` of an eval JSON -> (row name, measured numbers)."""
+    from prune_core.export import measured_from_eval
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    result = _read_json(Path(path))
+    return name or str(result.get("model") or Path(path).stem), measured_from_eval(result)
+
+
 def run(args) -> int:
     from prune_core.export import push_to_hub, write_model_card
 
-    if not (args.card or args.push or args.mergekit):
-        raise ValueError("nothing to do: pass --push REPO_ID, --card JSON and/or --mergekit [FILE]")
-    if (args.card or args.push) and args.model is None:
-        raise ValueError("--card and --push need --model DIR (a saved model folder)")
-    if args.card:
-        card = json.loads(args.card.read_text())
-        if not isinstance(card, dict):
-            raise ValueError(f"{args.card} must hold a JSON object of model-card entries, not {type(card).__name__}")
+    if not (args.card or args.eval or args.push or args.mergekit):
+        raise ValueError("nothing to do: pass --push REPO_ID, --card JSON, --eval JSON and/or --mergekit [FILE]")
+    if (args.card or args.eval or args.push) and args.model is None:
+        raise ValueError("--card, --eval and --push need --model DIR (a saved model folder)")
+    if args.card or args.eval:
+        card = _read_json(args.card) if args.card else {}
+        for spec in args.eval:
+            name, row = _eval_row(spec)
+            card.setdefault("measured", {})[name] = row
         print(f"model card: {write_model_card(args.model, card)}", file=sys.stderr)
     if args.mergekit:
         text = _mergekit_yaml(args)
