@@ -64,6 +64,17 @@ def test_front_matter_is_a_docker_space_on_port_8501():
     assert meta["license"].lower() == str(project["license"]).lower(), "README and pyproject.toml licenses differ"
 
 
+def test_readme_links_to_local_files_that_exist():
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)\)", text) + re.findall(r'src="([^"]+)"', text)
+    local = [t for t in targets if not re.match(r"^[a-z]+:", t)]
+    assert any(t.startswith("docs/screenshots/") for t in local), "the README shows the app's screenshots"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    for marker in ("<!-- results:begin -->", "<!-- results:end -->"):
+        assert text.count(marker) == 1, f"README.md needs exactly one {marker}"
+
+
 def test_dockerfile_port_user_command_and_healthcheck_match_the_space():
     port = front_matter()["app_port"]
     assert instruction("FROM") == ["python:3.11-slim"]
