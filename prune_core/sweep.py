@@ -276,3 +276,21 @@ def write_outputs(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     _write_text(out / "sweep.html", html)
     return {"csv": out / "results.csv", "html": out / "sweep.html"}
 
+
+
+def markdown_table(frame: pd.DataFrame, metrics: tuple[str, ...] = ("probe_accuracy", "loss")) -> str:
+    """A Markdown table, one row per number of layers removed, one column per (metric, strategy, healed)."""
+    metrics = [m for m in metrics if m in available_metrics(frame)]
+    curves = sorted({(s, bool(h)) for s, h in zip(frame["strategy"], frame["healed"], strict=True) if s != "none"},
+                    key=lambda c: (c[1], STRATEGIES.index(c[0])))
+    base, L = frame[frame["n"] == 0], int(frame["n"].iloc[0] + frame["layers_left"].iloc[0])
+    head = ["layers removed"] + [f"{m} {s}{' healed' if h else ''}" for m in metrics for s, h in curves]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in sorted(frame["n"].unique()):
+        cells = [f"{n} ({n / L:.0%})" if n else "0 (unpruned)"]
+        for m in metrics:
+            for s, h in curves:
+                row = base if n == 0 else frame[(frame["n"] == n) & (frame["strategy"] == s) & (frame["healed"] == h)]
+                cells.append(f"{float(row[m].iloc[0]):.3f}" if len(row) else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

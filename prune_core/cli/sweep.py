@@ -49,7 +49,7 @@ def run(args) -> int:
     from prune_core.data import parse_source
     from prune_core.progress import TqdmProgress
     from prune_core.similarity import compute_similarity
-    from prune_core.sweep import SweepConfig, resolve_ns, run_sweep
+    from prune_core.sweep import SweepConfig, markdown_table, resolve_ns, run_sweep
 
     loaded = load_from_args(args)
     ns = resolve_ns(loaded.num_layers, ns=_numbers(args.ns, int, "--ns") if args.ns else None,
@@ -71,5 +71,7 @@ def run(args) -> int:
     columns = [c for c in ("point", "layers", "loss", "normalized_loss", "probe_accuracy", "mc_accuracy")
                if c in frame]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print()
+    print(markdown_table(frame))
     print(f"wrote {args.out}/results.csv and {args.out}/sweep.html")
     return 0
