@@ -49,7 +49,8 @@ def run(args) -> int:
         result = compute_similarity(loaded.model, loaded.tokenizer, source, n_samples=args.samples,
                                     max_length=args.max_length, batch_size=args.batch_size, progress=TqdmProgress())
     drop = prune.select_layers(total, args.strategy, n=n, layers=layers, result=result)
-    pruned = prune.drop_layers(loaded.model, drop, method=args.strategy)
+    # Shared weights: the command only saves the result, so the copy of the kept layers is not needed.
+    pruned = prune.drop_layers(loaded.model, drop, method=args.strategy, share_weights=True)
     card = {}
     if result is not None:
         meta = result.metadata
