@@ -1,12 +1,18 @@
 """Layer Pruning Explorer: the entry point. The landing page (what the tool does, what is loaded, where to go next)
 and the navigation to one page per stage of the pipeline."""
 
-import streamlit as st
+import os
 
-import ui
-from ui import jobs, state
-from ui.models import load_checked
-from ui.widgets import PIPELINE, model_metrics, next_steps
+# Before torch loads OpenMP: threads that spin while waiting starve each other when the cores are shared (a busy
+# machine, a small cloud instance); measured here 10-20x slower generation and similarity. Override by setting it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+import ui  # noqa: E402
+from ui import jobs, state  # noqa: E402
+from ui.models import load_checked  # noqa: E402
+from ui.widgets import PIPELINE, model_metrics, next_steps  # noqa: E402
 
 
 def home() -> None:

@@ -6,7 +6,6 @@ Never run `playwright install`.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -32,10 +31,7 @@ def server_url(tmp_path_factory):
     """The app served by `streamlit run` for this test session, with an empty similarity cache (the heatmap is
     computed, not read back). The tests save nothing."""
     port = free_port()
-    env = {"PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache")),
-           # OpenMP threads that spin while waiting starve each other when the cores are shared with other work
-           # (the test runner, other jobs): 10-20x slower generation. Passive waiting costs nothing when idle.
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {"PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache"))}
     proc = start_server(port, env=env)
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
