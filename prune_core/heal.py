@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from prune_core.heal_trainer import (
     is_main_process,
     prepare_output,
     save_adapter,
+    start_run,
     write_json,
 )
 from prune_core.models import arch_spec, bnb_4bit_config, disable_avx512_bf16, get_layers
@@ -277,10 +277,7 @@ def heal(model: nn.Module, tokenizer, source, config: HealConfig | None = None, 
         notes.append(f"no complete checkpoint in {out / 'checkpoints'}: started at step 0")
     main = is_main_process()
     if main:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "heal.json", {"status": "running", "config": config.to_dict(), "source": described})
+        start_run(out, config, described, clear=overwrite)
     trainer, callback = build_trainer(peft_model, train, config, out, pad_id_of(tokenizer), progress, cancel)
     start = time.perf_counter()
     with clear_failures(config, out / "checkpoints"):

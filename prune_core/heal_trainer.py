@@ -80,8 +80,6 @@ class HealCallback(TrainerCallback):
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True
-        if state.global_step >= state.max_steps:
-            control.should_save = True  # the final step is always resumable
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -180,6 +178,23 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> Path | None:
         raise FileExistsError(f"{out} already holds files; pass resume=True (--resume) to continue its run or "
                               f"overwrite=True (--overwrite) to replace it")
     return last_checkpoint(out / "checkpoints") if resume else None
+
+
+RUN_ENTRIES = ("checkpoints", "adapter", "heal.json", "model")  # what a run writes in its folder
+
+
+def start_run(out: Path, config: HealConfig, source: str, *, clear: bool) -> None:
+    """Create the run folder (``clear``: first remove what an earlier run wrote there, and nothing else) and
+    record the settings, so that a resume can check them."""
+    if clear:
+        for name in RUN_ENTRIES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "heal.json", {"status": "running", "config": config.to_dict(), "source": source})
 
 
 def check_resumable(out: Path, config: HealConfig) -> None:

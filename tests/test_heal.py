@@ -199,6 +199,10 @@ def test_output_folder_rules(tmp_path, healed):
     assert (tmp_path / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="rank"):
         heal(model, tok, token_data(), FAST.replace(rank=4), output_dir=healed[2].output_dir, resume=True)
+    (tmp_path / "heal.json").write_text("{}")  # an earlier run's files go, the user's stay
+    heal(model, tok, token_data(), FAST.replace(steps=2), output_dir=tmp_path, overwrite=True)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert json.loads((tmp_path / "heal.json").read_text())["status"] == "done"
 
 
 def test_disk_full_and_out_of_memory_give_clear_errors(tmp_path, monkeypatch):
