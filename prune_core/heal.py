@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -32,12 +31,14 @@ from prune_core.heal_trainer import (
     check_resumable,
     clear_failures,
     is_main_process,
+    is_quantized,
     prepare_output,
     save_adapter,
     start_run,
+    training_model,
     write_json,
 )
-from prune_core.models import arch_spec, bnb_4bit_config, disable_avx512_bf16, get_layers
+from prune_core.models import arch_spec, get_layers
 from prune_core.progress import ProgressFn, check_cancel
 
 __all__ = ["HealConfig", "HealResult", "PRESETS", "heal", "lora_targets", "merge_adapter", "preset", "save_healed"]
@@ -137,11 +138,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _is_quantized(model: nn.Module) -> bool:
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-                or getattr(model, "hf_quantizer", None) is not None)
-
-
 def _token_data(tokenizer, source, config: HealConfig, notes: list[str]) -> tuple[list, list, str]:
     """Training sequences (role "heal"), held-out ones (role "eval") and a description of the source.
     ``source`` is a data source (spec or DataSource) or a mapping ``{"heal": [[ids]], "eval": [[ids]]}``."""
@@ -178,54 +174,11 @@ def _up_to(tokenizer, src, role: str, n: int, max_length: int, seed: int) -> lis
 
 def _use_4bit(config: HealConfig, model: nn.Module, notes: list[str]) -> bool:
     device = _model_device(model)
-    if _is_quantized(model):
+    if is_quantized(model):
         return True
     if config.load_in_4bit is None and device.type != "cuda":
         notes.append(CPU_NOTE if device.type == "cpu" else f"{device.type}: LoRA on full-precision weights")
     return config.load_in_4bit if config.load_in_4bit is not None else device.type == "cuda"
-
-
-def _quantized_copy(model: nn.Module) -> nn.Module:
-    """A 4-bit NF4 copy of an in-memory model: saved to a temporary folder and reloaded with bitsandbytes."""
-    from transformers import AutoModelForCausalLM
-
-    device = _model_device(model)
-    where = device.index or 0 if device.type == "cuda" else "cpu"
-    with tempfile.TemporaryDirectory(prefix="prune-core-4bit-") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        quantized = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=bnb_4bit_config(),
-                                                         device_map={"": where}, dtype=torch.bfloat16)
-    quantized.config.name_or_path = model.config.name_or_path  # not the deleted temporary folder
-    if device.type == "cpu":
-        disable_avx512_bf16(quantized)  # before any forward pass: its AVX512-BF16 path corrupts later gradients
-    return quantized
-
-
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    """New modules around ``model``'s weight storage, frozen: LoRA training never writes base weights, so this
-    costs no weight memory and leaves ``model`` (and its requires_grad flags) untouched."""
-    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
-    return copy.deepcopy(model, memo)
-
-
-def _training_model(model: nn.Module, config: HealConfig, targets: list[str], use_4bit: bool) -> nn.Module:
-    """A peft model around a copy (4-bit for QLoRA) of ``model``: only the LoRA weights require gradients."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import set_seed
-
-    if use_4bit:
-        base = copy.deepcopy(model) if _is_quantized(model) else _quantized_copy(model)
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
-    else:
-        base = _frozen_copy(model)
-        if config.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            base.enable_input_require_grads()
-    base.config.use_cache = False
-    set_seed(config.seed)  # LoRA's A matrices are drawn here
-    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(base, lora)
 
 
 @torch.no_grad()
@@ -272,7 +225,8 @@ def heal(model: nn.Module, tokenizer, source, config: HealConfig | None = None, 
         raise ValueError("no training sequence has at least 2 tokens: nothing to learn from")
     loss_before = _loss(model, held_out, tokenizer, config, cancel)
     check_cancel(cancel)
-    peft_model = _training_model(model, config, targets, use_4bit)
+    with clear_failures(config, out / "checkpoints"):
+        peft_model = training_model(model, config, targets, use_4bit, out)
     if resume and checkpoint is None:
         notes.append(f"no complete checkpoint in {out / 'checkpoints'}: started at step 0")
     main = is_main_process()
@@ -306,7 +260,7 @@ def merge_adapter(model: nn.Module, adapter: HealResult | str | Path) -> nn.Modu
     adapter_dir = Path(adapter.adapter_dir if isinstance(adapter, HealResult) else adapter).expanduser()
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json is missing)")
-    if _is_quantized(model):
+    if is_quantized(model):
         raise ValueError("cannot merge into a quantized model: load the pruned model without 4-bit (no "
                          "--load-in-4bit) and merge into that")
     merged = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter_dir)).merge_and_unload()

@@ -1,13 +1,15 @@
 """Hugging Face ``Trainer`` plumbing for healing: the collator, the live-progress / stop callback, the training
-arguments, resumable checkpoints, the output folder, and clear errors for out-of-memory and a full disk. The recipe
-itself lives in :mod:`prune_core.heal`."""
+arguments, the model to train (a frozen or 4-bit copy with LoRA), resumable checkpoints, the output folder, and
+clear errors for out-of-memory and a full disk. The recipe itself lives in :mod:`prune_core.heal`."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -19,6 +21,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from prune_core.heal_config import RESUME_FIELDS, HealConfig
+from prune_core.models import bnb_4bit_config, disable_avx512_bf16
 from prune_core.progress import ProgressFn, report
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -161,6 +164,71 @@ def build_trainer(peft_model, train: list[list[int]], config: HealConfig, out: P
                       data_collator=collate_fn(pad_id), callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # progress goes through our callback, not print()
     return trainer, callback
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model to train
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True for a model loaded with bitsandbytes (4- or 8-bit) weights."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+                or getattr(model, "hf_quantizer", None) is not None)
+
+
+def quantized_copy(model: nn.Module, staging: Path) -> nn.Module:
+    """A 4-bit NF4 copy of an in-memory model: saved once per machine to a folder in ``staging`` and reloaded with
+    bitsandbytes by every process (under ``accelerate launch`` the other local processes wait for the first)."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+
+    device, state = next(model.parameters()).device, PartialState()
+    folder = staging / f".quantize-{socket.gethostname()}"
+    where = device.index or 0 if device.type == "cuda" else "cpu"
+    try:
+        with state.local_main_process_first():
+            if state.is_local_main_process:
+                shutil.rmtree(folder, ignore_errors=True)
+                model.save_pretrained(folder, safe_serialization=True)
+            quantized = AutoModelForCausalLM.from_pretrained(folder, quantization_config=bnb_4bit_config(),
+                                                             device_map={"": where}, dtype=torch.bfloat16)
+        state.wait_for_everyone()
+    finally:
+        if state.is_local_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+    quantized.config.name_or_path = model.config.name_or_path  # not the deleted staging folder (peft reads both)
+    quantized.name_or_path = getattr(model, "name_or_path", model.config.name_or_path)
+    if device.type == "cpu":
+        disable_avx512_bf16(quantized)  # before any forward pass: its AVX512-BF16 path corrupts later gradients
+    return quantized
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """New modules around ``model``'s weight storage, frozen: LoRA training never writes base weights, so this
+    costs no weight memory and leaves ``model`` (and its requires_grad flags) untouched."""
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def training_model(model: nn.Module, config: HealConfig, targets: list[str], use_4bit: bool,
+                   staging: Path) -> nn.Module:
+    """A peft model around a copy (4-bit for QLoRA) of ``model``: only the LoRA weights require gradients."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
+
+    if use_4bit:
+        base = copy.deepcopy(model) if is_quantized(model) else quantized_copy(model, staging)
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
+    else:
+        base = frozen_copy(model)
+        if config.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
+    base.config.use_cache = False
+    set_seed(config.seed)  # LoRA's A matrices are drawn here
+    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(base, lora)
 
 
 # --------------------------------------------------------------------------------------------------------------

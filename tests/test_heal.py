@@ -238,6 +238,7 @@ def test_4bit_on_cpu_when_asked(tmp_path):
     before = snapshot(model)
     result = heal(model, tok, token_data(), FAST.replace(steps=3, load_in_4bit=True), output_dir=tmp_path)
     assert result.load_in_4bit and result.global_step == 3
+    assert not list(tmp_path.glob(".quantize-*"))  # the full-precision staging copy is gone
     assert type(result.peft_model.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear4bit"
     merged = merge_adapter(model, result)  # into a full-precision copy
     assert merged.model.layers[0].mlp.up_proj.weight.dtype == torch.float32

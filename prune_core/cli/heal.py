@@ -63,6 +63,7 @@ def _load(args):
     """The model to heal, in full precision, on this process's GPU under ``accelerate launch``."""
     import torch
 
+    from prune_core.heal_trainer import is_main_process
     from prune_core.models import load_model
     from prune_core.progress import TqdmProgress
 
@@ -70,7 +71,7 @@ def _load(args):
     if device is None and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return load_model(args.model, device=device, dtype=args.dtype, device_map=args.device_map,
-                      trust_remote_code=args.trust_remote_code, progress=TqdmProgress())
+                      trust_remote_code=args.trust_remote_code, progress=TqdmProgress() if is_main_process() else None)
 
 
 def _heal_with_ctrl_c(loaded, source, config, args, progress):
