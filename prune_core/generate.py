@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -132,7 +132,3 @@ def stream_generation(model: torch.nn.Module, tokenizer, prompt: str,
     if errors:
         raise errors[0]
 
-
-def settings_dict(settings: GenerationSettings) -> dict:
-    """The settings as a plain dict (for CSV/JSON outputs)."""
-    return asdict(settings)
