@@ -63,11 +63,18 @@ class SweepConfig:
             if self.heal_preset not in PRESETS:
                 raise ValueError(f"unknown heal preset {self.heal_preset!r}; allowed: {', '.join(PRESETS)}")
 
+    def heal_config(self):
+        """The HealConfig of the healed points (None without healing)."""
+        from prune_core.heal_config import preset
+
+        return preset(self.heal_preset, steps=self.heal_steps, seed=self.seed) if self.heal_preset else None
+
     def identity(self) -> dict:
-        """The settings a point's values depend on (not which points are asked for)."""
+        """The settings a point's values depend on (not which points are asked for), the preset's values included."""
         d = asdict(self)
         for key in ("ns", "strategies", "extra"):
             d.pop(key)
+        d["heal_config"] = self.heal_config().to_dict() if self.heal_preset else None
         return d
 
 
@@ -119,15 +126,14 @@ def evaluate_model(model: torch.nn.Module, tokenizer, config: SweepConfig, *, pr
 
 def _heal_point(pruned, tokenizer, config: SweepConfig, folder: Path, progress, cancel):
     """The pruned model healed with the config's preset (a finished run in ``folder`` is reused)."""
-    from prune_core.heal import heal, merge_adapter, preset
+    from prune_core.heal import heal, merge_adapter
     from prune_core.progress import Cancelled
 
     meta = folder / "heal.json"
     if meta.is_file() and json.loads(meta.read_text()).get("status") == "done":
         return merge_adapter(pruned, folder / "adapter"), json.loads(meta.read_text()).get("loss_after")
-    result = heal(pruned, tokenizer, config.heal_source or config.eval_source,
-                  preset(config.heal_preset, steps=config.heal_steps, seed=config.seed), output_dir=folder,
-                  progress=progress, cancel=cancel, resume=True)
+    result = heal(pruned, tokenizer, config.heal_source or config.eval_source, config.heal_config(),
+                  output_dir=folder, progress=progress, cancel=cancel, resume=True)
     if result.stopped:
         raise Cancelled("stopped during healing")
     return merge_adapter(pruned, result), result.loss_after

@@ -76,6 +76,9 @@ def test_a_folder_with_other_settings_is_refused(setup, tmp_path):
     run_sweep(model, tok, result, SweepConfig(**{**config.__dict__, "probe": False}), out_dir=tmp_path / "s")
     with pytest.raises(ValueError, match="changed: probe"):
         run_sweep(model, tok, result, config, out_dir=tmp_path / "s")
+    healed = SweepConfig(**{**config.__dict__, "heal_preset": "quick-cpu", "heal_steps": 3})
+    other_steps = SweepConfig(**{**config.__dict__, "heal_preset": "quick-cpu", "heal_steps": 4})
+    assert healed.identity()["heal_config"]["steps"] == 3 and healed.identity() != other_steps.identity()
 
 
 def test_healed_points_follow_their_pruned_point(setup, tmp_path):
