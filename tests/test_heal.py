@@ -251,16 +251,21 @@ def test_4bit_on_cpu_when_asked(tmp_path):
 # CLI
 
 
+def cli_args(tmp_path) -> list[str]:
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    text = "\n\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(40)) + f" {i}." for i in range(400))
+    (tmp_path / "corpus.txt").write_text(text)
+    return ["heal", "--model", "tiny:llama", "--data", str(tmp_path / "corpus.txt"), "--steps", "3", "--rank", "4",
+            "--batch-size", "2", "--max-length", "48", "--eval-samples", "4", "--save-steps", "2",
+            "--out", str(tmp_path / "run")]
+
+
 def test_cli_heals_merges_and_saves(tmp_path, capsys):
     from prune_core.cli import main
     from prune_core.models import load_model
 
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    text = "\n\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(40)) + f" {i}." for i in range(400))
-    (tmp_path / "corpus.txt").write_text(text)
     out = tmp_path / "run"
-    argv = ["heal", "--model", "tiny:llama", "--data", str(tmp_path / "corpus.txt"), "--steps", "3", "--rank", "4",
-            "--batch-size", "2", "--max-length", "48", "--eval-samples", "4", "--save-steps", "2", "--out", str(out)]
+    argv = cli_args(tmp_path)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "held-out loss: before" in printed and "healed model saved" in printed
@@ -269,3 +274,16 @@ def test_cli_heals_merges_and_saves(tmp_path, capsys):
     assert load_model(str(out / "model"), device="cpu").num_layers == 6
     assert main(argv) == 2  # the folder now holds a run: refused without --resume / --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_cli_out_of_memory_exits_with_advice(tmp_path, capsys, monkeypatch):
+    from transformers import Trainer
+
+    from prune_core.cli import main
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", oom)
+    assert main(cli_args(tmp_path)) == 2
+    assert "--batch-size" in capsys.readouterr().err

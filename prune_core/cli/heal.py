@@ -107,7 +107,11 @@ def run(args) -> int:
     loaded = _load(args)
     main = is_main_process()
     progress = TqdmProgress() if main else None
-    result = _heal_with_ctrl_c(loaded, source, config, args, progress)
+    try:
+        result = _heal_with_ctrl_c(loaded, source, config, args, progress)
+    except MemoryError as err:  # heal() words it: which options to lower
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not main:
         return 0
     for note in result.notes:
