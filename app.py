@@ -4,7 +4,8 @@ and the navigation to one page per stage of the pipeline."""
 import os
 
 # Before torch loads OpenMP: threads that spin while waiting starve each other when the cores are shared (a busy
-# machine, a small cloud instance); measured here 10-20x slower generation and similarity. Override by setting it.
+# machine, a small cloud instance). Setting it here halves the first heatmap's time on a busy 2-core machine; setting
+# it in the environment of `streamlit run` (the Makefile, the Dockerfile) does better still (see bench_app.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
