@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_capital_probe_scores_far_above_chance(default_model):
-    result = capital_probe(default_model.model, default_model.tokenizer, limit=60)  # all 250: benchmarks/bench_probe
+    result = capital_probe(default_model.model, default_model.tokenizer, limit=60)  # all 250: prune-core eval --no-loss
     assert result["template"] == "chat" and result["n"] == 60 and result["chance"] == 0.25
     assert result["accuracy"] > 0.6  # measured on all 250: 0.868 (chat template, summed log-probability)
 
