@@ -341,9 +341,10 @@ def _special_prefix(tokenizer) -> list[int]:
 
 
 def token_samples(tokenizer, source: str | DataSource, role: str, *, n_samples: int, max_length: int,
-                  seed: int = 0) -> list[list[int]]:
+                  seed: int = 0, allow_fewer: bool = False) -> list[list[int]]:
     """``n_samples`` windows of exactly ``max_length`` token ids (special prefix such as BOS included) from the
-    ``role`` split of ``source``: its units shuffled with ``seed``, joined by blank lines, tokenized and packed."""
+    ``role`` split of ``source``: its units shuffled with ``seed``, joined by blank lines, tokenized and packed.
+    With ``allow_fewer``, a split too small for the request gives all the windows it has (at least one)."""
     _check_role(role)
     if n_samples < 1 or max_length < 2:
         raise ValueError(f"need n_samples >= 1 and max_length >= 2 (got {n_samples} and {max_length})")
@@ -363,6 +364,8 @@ def token_samples(tokenizer, source: str | DataSource, role: str, *, n_samples: 
             buffer = buffer[body:]
         if len(windows) >= n_samples:
             return windows
+    if allow_fewer and windows:
+        return windows
     raise ValueError(f"the {role} split of {src.describe()} has only {len(windows)} samples of {max_length} tokens; "
                      f"{n_samples} were requested: ask for fewer samples or shorter ones, or use more text")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -162,14 +161,7 @@ def _up_to(tokenizer, src, role: str, n: int, max_length: int, seed: int) -> lis
     """``n`` token windows of the ``role`` split, or all it has when that is fewer (at least one)."""
     from prune_core.data import token_samples
 
-    try:
-        return token_samples(tokenizer, src, role, n_samples=n, max_length=max_length, seed=seed)
-    except ValueError as err:
-        available = re.search(r"has only (\d+) samples", str(err))
-        if available is None or int(available.group(1)) == 0:
-            raise
-        return token_samples(tokenizer, src, role, n_samples=int(available.group(1)), max_length=max_length,
-                             seed=seed)
+    return token_samples(tokenizer, src, role, n_samples=n, max_length=max_length, seed=seed, allow_fewer=True)
 
 
 def _use_4bit(config: HealConfig, model: nn.Module, notes: list[str]) -> bool:

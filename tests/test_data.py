@@ -222,3 +222,16 @@ def test_streamed_dataset_through_load_dataset(tmp_path):
     assert len(windows) == 3
     with pytest.raises(ValueError, match="no column 'text'"):
         load_texts(parse_source(str(folder)), "heal")
+
+
+def test_allow_fewer_returns_what_a_small_split_has(tmp_path):
+    from prune_core.data import token_samples
+    from prune_core.testing import tiny_tokenizer
+
+    path = tmp_path / "small.txt"
+    path.write_text("\n\n".join(f"Paragraph {i} about layers and pruning, with a few more words." for i in range(40)))
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="has only"):
+        token_samples(tok, str(path), "heal", n_samples=10_000, max_length=64)
+    few = token_samples(tok, str(path), "heal", n_samples=10_000, max_length=64, allow_fewer=True)
+    assert 0 < len(few) < 10_000 and all(len(s) == 64 for s in few)
