@@ -34,8 +34,13 @@ def home() -> None:
     else:
         st.info("No model is loaded in this session yet. Load the embedded default here, or pick another model and "
                 "the calibration data on the *Model and data* page.")
-        if st.button("Load the default model", key="home_load_default", type="primary", disabled=jobs.busy()):
-            jobs.start("load", "Loading the default model", load_checked, "default",
+        autoload = os.environ.get("PRUNE_APP_AUTOLOAD", "default")  # what a new session loads; "" for nothing
+        first_visit = not st.session_state.get("home_autoload_started")
+        clicked = st.button("Load the default model", key="home_load_default", type="primary", disabled=jobs.busy())
+        if clicked or (autoload and first_visit and not jobs.busy()):
+            st.session_state["home_autoload_started"] = True
+            source = "default" if clicked else autoload
+            jobs.start("load", f"Loading the {source} model", load_checked, source,
                        on_done=lambda loaded: state.put("base", loaded))
             if state.get("base") is not None:  # already cached: loaded at once
                 st.rerun()

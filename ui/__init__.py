@@ -7,6 +7,17 @@ from __future__ import annotations
 
 import streamlit as st
 
+# transformers resolves its names lazily, and two threads resolving them at once can fail ("cannot import name
+# 'AutoConfig'"): resolve the ones the app uses here, on the script thread, before any job thread starts.
+from transformers import (  # noqa: F401
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+)
+
 from ui import jobs
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import streamlit as st
 
+# A new session loads nothing by itself here (the app loads the default model on a first visit otherwise);
+# test_landing_autoloads turns it back on.
+os.environ["PRUNE_APP_AUTOLOAD"] = ""
 ROOT = Path(__file__).resolve().parents[2]
 for path in (ROOT, Path(__file__).parent):
     if str(path) not in sys.path:

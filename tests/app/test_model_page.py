@@ -15,6 +15,15 @@ def test_landing_starts_without_a_model_and_links_every_page():
     assert "job" not in at.session_state  # nothing is loaded until asked
 
 
+def test_landing_autoloads_the_configured_model(monkeypatch):
+    monkeypatch.setenv("PRUNE_APP_AUTOLOAD", "tiny:gpt2")
+    at = open_app()
+    finish_job(at)
+    assert at.session_state["base"].source == "tiny:gpt2"
+    at.run()  # a later visit does not load again
+    assert at.session_state["job"].name == "load" and not at.info
+
+
 def test_load_tiny_model_shows_its_summary_on_every_page():
     at = open_app()
     load_tiny(at)

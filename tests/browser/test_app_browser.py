@@ -29,8 +29,8 @@ def enter(page, label: str, value: str) -> None:
 
 
 def load_default(page, url: str) -> None:
+    """A new session loads the default model by itself on the landing page."""
     page.goto(url)
-    page.get_by_role("button", name="Load the default model").click()
     page.get_by_text("SmolLM2-135M-Instruct").first.wait_for()
 
 
