@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# Idle OpenMP threads sleep instead of spinning: spinning threads starve each other on a small shared CPU
+# (the first heatmap came about 3x sooner on the 2-core machine, see benchmarks/bench_app.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test test-fast bench setup lint clean
 

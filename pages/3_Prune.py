@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+from prune_core.export import similarity_card
 from prune_core.models import LoadedModel
 from prune_core.prune import drop_layers, mergekit_config, parse_layer_spec, prune_info, save_model, select_layers
 from ui import state
@@ -11,14 +12,6 @@ from ui.widgets import before_after, layer_list
 METHODS = {"similarity": "Most similar block (needs the similarity)", "deepest": "Deepest layers except the last",
            "manual": "Manual list"}
 
-
-
-def similarity_card(result, layers: list[int]) -> dict:
-    """The model card's "how the block was chosen" section (the same entries as `prune-core prune`)."""
-    meta = result.metadata
-    return {"similarity": {"calibration data": meta["source"], "metric": meta["metric"],
-                           "samples": meta["n_samples"], "max length": meta["max_length"],
-                           "distance of the removed block": round(float(result.distances[len(layers), layers[0]]), 4)}}
 
 
 ui.page_setup("Prune")

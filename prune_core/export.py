@@ -103,6 +103,14 @@ def _reproduce(info: dict, base: str) -> list[str]:
             "```yaml", yaml.rstrip(), "```", ""]
 
 
+def similarity_card(result, layers: list[int]) -> dict:
+    """The model card's "how the block was chosen" section for ``layers`` picked from a similarity result."""
+    meta = result.metadata
+    return {"similarity": {"calibration data": meta["source"], "metric": meta["metric"],
+                           "samples": meta["n_samples"], "max length": meta["max_length"],
+                           "distance of the removed block": round(float(result.distances[len(layers), layers[0]]), 4)}}
+
+
 def model_card_markdown(info: dict, card: dict | None = None) -> str:
     """The model card (README.md) of a pruned or healed model.
 

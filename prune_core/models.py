@@ -312,7 +312,7 @@ def disable_avx512_bf16(model: nn.Module) -> int:
     return changed
 
 
-def _default_model_folder(progress: ProgressFn | None) -> Path:
+def default_model_folder(progress: ProgressFn | None = None) -> Path:
     """The default model's dequantized weights as safetensors in the cache, written once from the GGUF file."""
     gguf = default_gguf_path()
     stat = gguf.stat()
@@ -367,7 +367,7 @@ def load_model(source: str = "default", *, device: str | None = None, dtype: str
             raise ValueError(f"unknown tiny model {model_type!r}; allowed: {', '.join(TINY_ARCHITECTURES)}")
         model, tokenizer, name = tiny_model(model_type).to(dev), tiny_tokenizer(), source
     elif source == "default":
-        folder = _default_model_folder(progress)
+        folder = default_model_folder(progress)
         model, tokenizer = _from_pretrained(str(folder), **common)
         model.config.name_or_path = DEFAULT_MODEL_HUB_ID  # the checkpoint the GGUF file was made from
         name = DEFAULT_MODEL_NAME

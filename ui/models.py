@@ -14,7 +14,7 @@ import torch
 from prune_core import system
 from prune_core.models import (
     LoadedModel,
-    _default_model_folder,
+    default_model_folder,
     estimate_load_bytes,
     load_model,
     pick_device,
@@ -57,7 +57,7 @@ def source_config(source: str):
 
         return tiny_config(source.split(":", 1)[1])
     if source == "default":  # the converted folder (made once); reading the GGUF header takes seconds
-        return AutoConfig.from_pretrained(str(_default_model_folder(None)))
+        return AutoConfig.from_pretrained(str(default_model_folder(None)))
     path = Path(source).expanduser()
     if source.endswith(".gguf"):
         if not path.is_file():

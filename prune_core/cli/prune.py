@@ -32,6 +32,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from prune_core import prune
     from prune_core.data import parse_source
+    from prune_core.export import similarity_card
     from prune_core.models import count_parameters, memory_bytes
     from prune_core.progress import TqdmProgress
     from prune_core.similarity import compute_similarity
@@ -51,12 +52,7 @@ def run(args) -> int:
     drop = prune.select_layers(total, args.strategy, n=n, layers=layers, result=result)
     # Shared weights: the command only saves the result, so the copy of the kept layers is not needed.
     pruned = prune.drop_layers(loaded.model, drop, method=args.strategy, share_weights=True)
-    card = {}
-    if result is not None:
-        meta = result.metadata
-        card["similarity"] = {"calibration data": meta["source"], "metric": meta["metric"],
-                              "samples": meta["n_samples"], "max length": meta["max_length"],
-                              "distance of the removed block": round(float(result.distances[len(drop), drop[0]]), 4)}
+    card = similarity_card(result, drop) if result is not None else {}
     saved = prune.save_model(pruned, loaded.tokenizer, out, overwrite=args.overwrite, card=card)
     base = loaded.model.config.name_or_path or args.model
     (saved / "mergekit.yml").write_text(prune.mergekit_config(base, total, prune.prune_info(pruned)["removed_layers"]))
