@@ -14,6 +14,7 @@ PIPELINE = [  # (page, title, icon): the navigation and the landing page's links
     ("pages/4_Heal.py", "Heal", ":material/healing:"),
     ("pages/5_Compare.py", "Compare", ":material/compare:"),
     ("pages/6_Evaluate.py", "Evaluate", ":material/analytics:"),
+    ("pages/7_Export.py", "Export", ":material/upload:"),
 ]
 
 

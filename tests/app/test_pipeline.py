@@ -11,7 +11,8 @@ from prune_core.models import model_fingerprint
 
 pytestmark = pytest.mark.app
 
-PAGES = ["pages/2_Similarity.py", "pages/3_Prune.py", "pages/4_Heal.py", "pages/5_Compare.py", "pages/6_Evaluate.py"]
+PAGES = ["pages/2_Similarity.py", "pages/3_Prune.py", "pages/4_Heal.py", "pages/5_Compare.py", "pages/6_Evaluate.py",
+         "pages/7_Export.py"]
 
 
 @pytest.fixture(autouse=True)
@@ -224,3 +225,21 @@ def test_multiple_choice_from_an_uploaded_file():
     assert job.error is None, job.error
     row = at.dataframe[0].value.iloc[0]
     assert row["model"] == "original" and 0 <= row["mc_accuracy"] <= 1 and row["mc_chance"] == pytest.approx(1 / 3)
+
+
+def test_export_saves_then_push_fails_clearly_offline(tmp_path, monkeypatch):
+    at = open_app()
+    load_tiny(at)
+    at.switch_page("pages/7_Export.py").run()
+    assert "prune the model first" in at.info[0].value
+    prune_deepest(at)
+    at.switch_page("pages/7_Export.py").run()
+    at.text_input(key="export_folder").input(str(tmp_path / "out"))
+    at.button(key="export_save").click().run()
+    assert (tmp_path / "out" / "config.json").is_file() and "Saved to" in at.success[0].value
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    at.text_input(key="export_repo").input("someone/tiny-pruned")
+    at.text_input(key="export_token").input("hf_not_a_real_token").run()
+    at.button(key="export_push").click().run()
+    assert "Hub" in at.error[0].value and "hf_not_a_real_token" not in at.error[0].value
