@@ -8,7 +8,7 @@ thread, ``OMP_NUM_THREADS=1``, CPU time is the compute itself).
 The embedding and the output projection (49152 x 576, about a fifth of SmolLM2-135M's compute per token) and the
 decoding loop do not shrink when layers are removed, so on this model the ratio stays below 1 even in theory.
 
-Run: `.venv/bin/python benchmarks/bench_generation.py [--ns 3,6,9,12] [--tokens 64] [--repeats 3]`
+Run: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_generation.py [--ns 3,6,9,12] [--tokens 64] [--repeats 3]`
 """
 
 from __future__ import annotations
