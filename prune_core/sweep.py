@@ -23,6 +23,7 @@ from prune_core.progress import ProgressFn, check_cancel, report
 STRATEGIES = ("similarity", "deepest")
 METRIC_LABELS = {"probe_accuracy": "capital probe accuracy", "mc_accuracy": "multiple-choice accuracy",
                  "loss": "held-out loss", "normalized_loss": "held-out loss / log(vocab)"}
+SHORT_LABELS = {"probe_accuracy": "probe", "mc_accuracy": "MC", "loss": "loss", "normalized_loss": "loss/log V"}
 CHANCE_COLUMNS = {"probe_accuracy": "probe_chance", "mc_accuracy": "mc_chance", "loss": "uniform_loss",
                   "normalized_loss": "uniform_normalized_loss"}
 
@@ -290,7 +291,7 @@ def markdown_table(frame: pd.DataFrame, metrics: tuple[str, ...] = ("probe_accur
     curves = sorted({(s, bool(h)) for s, h in zip(frame["strategy"], frame["healed"], strict=True) if s != "none"},
                     key=lambda c: (c[1], STRATEGIES.index(c[0])))
     base, L = frame[frame["n"] == 0], int(frame["n"].iloc[0] + frame["layers_left"].iloc[0])
-    head = ["layers removed"] + [f"{m} {s}{' healed' if h else ''}" for m in metrics for s, h in curves]
+    head = ["layers removed"] + [f"{SHORT_LABELS[m]}, {s}{' healed' if h else ''}" for m in metrics for s, h in curves]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in sorted(frame["n"].unique()):
         cells = [f"{n} ({n / L:.0%})" if n else "0 (unpruned)"]

@@ -109,8 +109,7 @@ def test_markdown_table_has_a_row_per_n_and_a_column_per_curve(setup, tmp_path):
     model, tok, result, config = setup
     frame = run_sweep(model, tok, result, config, out_dir=tmp_path / "s")
     lines = sweep.markdown_table(frame).splitlines()
-    assert lines[0] == ("| layers removed | probe_accuracy similarity | probe_accuracy deepest | loss similarity "
-                        "| loss deepest |")
+    assert lines[0] == "| layers removed | probe, similarity | probe, deepest | loss, similarity | loss, deepest |"
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| 0 (unpruned)", "| 1 (17%)", "| 2 (33%)"]
     row = frame.set_index("point").loc["deepest_n002_pruned"]
     assert lines[4].endswith(f"| {row['loss']:.3f} |")
