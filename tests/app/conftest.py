@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import streamlit as st
 
-# A new session loads nothing by itself here (the app loads the default model on a first visit otherwise);
-# test_landing_autoloads turns it back on.
-os.environ["PRUNE_APP_AUTOLOAD"] = ""
 ROOT = Path(__file__).resolve().parents[2]
 for path in (ROOT, Path(__file__).parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+@pytest.fixture(autouse=True)
+def no_autoload(monkeypatch):
+    """A new session loads nothing by itself here (the app loads the default model on a first visit otherwise);
+    test_landing_autoloads_the_configured_model turns it back on."""
+    monkeypatch.setenv("PRUNE_APP_AUTOLOAD", "")
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,8 @@ def server_url(tmp_path_factory):
     """The app served by `streamlit run` for this test session, with an empty similarity cache (the heatmap is
     computed, not read back). The tests save nothing."""
     port = free_port()
-    env = {"PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache"))}
+    # New sessions load the default model by themselves, as under `make run`.
+    env = {"PRUNE_CORE_CACHE": fresh_cache(tmp_path_factory.mktemp("cache")), "PRUNE_APP_AUTOLOAD": "default"}
     proc = start_server(port, env=env)
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
