@@ -14,11 +14,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from prune_core.progress import ProgressFn, check_cancel, report
+
+if TYPE_CHECKING:
+    from prune_core.data import DataSource
 
 STRATEGIES = ("similarity", "deepest")
 METRIC_LABELS = {"probe_accuracy": "capital probe accuracy", "mc_accuracy": "multiple-choice accuracy",
@@ -34,7 +38,7 @@ class SweepConfig:
 
     ns: tuple[int, ...]
     strategies: tuple[str, ...] = STRATEGIES
-    eval_source: str = "python-docs"
+    eval_source: str | DataSource = "python-docs"
     eval_samples: int = 32
     max_length: int = 256
     batch_size: int = 8
@@ -44,7 +48,7 @@ class SweepConfig:
     mc: str | None = None  # a question set for evaluate.question_set: "mmlu", "boolq", "boolq:PATH" or a .jsonl
     mc_limit: int | None = None
     heal_preset: str | None = None
-    heal_source: str | None = None  # None: the eval source (its "heal" split: disjoint from the "eval" one)
+    heal_source: str | DataSource | None = None  # None: the eval source (its "heal" split, disjoint from "eval")
     heal_steps: int | None = None  # None: the preset's
     seed: int = 0
     extra: dict = field(default_factory=dict)  # free-form notes stored with the results
