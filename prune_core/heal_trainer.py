@@ -23,6 +23,7 @@ from transformers import TrainerCallback, TrainingArguments
 from prune_core.heal_config import RESUME_FIELDS, HealConfig
 from prune_core.models import bnb_4bit_config, disable_avx512_bf16
 from prune_core.progress import ProgressFn, report
+from prune_core.prune import move_into_place
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -290,13 +291,7 @@ def save_adapter(peft_model: nn.Module, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         peft_model.save_pretrained(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            target.rename(old / "x")
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

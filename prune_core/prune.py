@@ -176,6 +176,17 @@ def _check_target(out: Path, overwrite: bool, need_bytes: int) -> None:
                                     f"{free / 2**20:.0f} MB free")
 
 
+def move_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, replacing what ``target`` held (same file system)."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        target.rename(old / "x")
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
+
+
 def save_model(model: nn.Module, tokenizer, out_dir: str | Path, *, overwrite: bool = False,
                card: dict | None = None) -> Path:
     """Save safetensors, config, tokenizer, ``prune.json`` and a model card to ``out_dir``.
@@ -195,13 +206,7 @@ def save_model(model: nn.Module, tokenizer, out_dir: str | Path, *, overwrite: b
         info = prune_info(model)
         (tmp / "prune.json").write_text(json.dumps({**info, **(card or {})}, indent=2, default=str))
         (tmp / "README.md").write_text(model_card_markdown(info, card))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            out.rename(old / "x")
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        move_into_place(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC:
