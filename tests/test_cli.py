@@ -50,7 +50,7 @@ def test_prune_refuses_bad_input_without_touching_files(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert main(["prune", "--model", "tiny:llama", "--strategy", "deepest", "-n", "1", "--out", str(out)]) == 2
-    assert "already holds files" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert "is not empty" in capsys.readouterr().err and (out / "keep.txt").exists()
     assert main(["prune", "--model", "tiny:llama", "--strategy", "deepest", "-n", "6",
                  "--out", str(tmp_path / "o")]) == 2
     assert "block size n must be" in capsys.readouterr().err

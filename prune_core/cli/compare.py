@@ -48,7 +48,7 @@ def _prompts(args) -> list[str]:
 def build_models(args, loaded) -> dict[str, tuple]:
     """name -> (model, tokenizer): --model, its pruned variants, then the --also models."""
     from prune_core.cli.info import load_from_args
-    from prune_core.data import parse_source
+    from prune_core.cli.similarity import source_from_args
     from prune_core.progress import TqdmProgress
     from prune_core.prune import drop_layers, parse_layer_spec, select_layers
     from prune_core.similarity import compute_similarity
@@ -57,7 +57,7 @@ def build_models(args, loaded) -> dict[str, tuple]:
     models = {f"{loaded.name} ({L} layers)": (base, tok)}
     result = None
     if args.drop_best:
-        source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+        source = source_from_args(args)
         result = compute_similarity(base, tok, source, n_samples=args.samples, max_length=args.max_length,
                                     progress=TqdmProgress())
     variants = [("similarity", n, None) for n in args.drop_best] + [("deepest", n, None) for n in args.drop_deepest]

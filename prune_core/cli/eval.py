@@ -38,13 +38,13 @@ def add_arguments(parser) -> None:
 
 def evaluate_all(loaded, args, progress=None) -> dict:
     """Every measure the options ask for, as one dict."""
-    from prune_core.data import parse_source
+    from prune_core.cli.similarity import source_from_args
     from prune_core.evaluate import heldout_loss, question_set, run_lm_eval, score_questions
     from prune_core.probe import capital_probe
 
     out: dict = {"model": loaded.name, **loaded.summary()}
     if not args.no_loss:
-        source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+        source = source_from_args(args)
         out["loss"] = heldout_loss(loaded.model, loaded.tokenizer, source, n_samples=args.samples,
                                    max_length=args.max_length, batch_size=args.batch_size, progress=progress)
         out["loss"]["data"] = source.describe()

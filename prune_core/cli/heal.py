@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from prune_core.cli.info import add_model_arguments
+from prune_core.cli.similarity import add_data_arguments
 
 HELP = "heal a pruned model with LoRA (QLoRA on GPUs), print the held-out loss before and after, save the result"
 
@@ -25,12 +26,7 @@ def add_arguments(parser) -> None:
     from prune_core.heal_config import PRESETS
 
     add_model_arguments(parser)  # --load-in-4bit here means QLoRA: the model itself is loaded in full precision
-    parser.add_argument("--data", default="python-docs",
-                        help="healing text: a built-in corpus, a .txt/.jsonl/.csv file or hf:NAME (its 'heal' split "
-                             "trains, its 'eval' split scores)")
-    parser.add_argument("--column", default=None, help="text column of a .jsonl/.csv file or hub dataset")
-    parser.add_argument("--config", default=None, help="hub dataset config, e.g. 'en'")
-    parser.add_argument("--split", default=None, help="hub dataset split, e.g. 'train'")
+    add_data_arguments(parser, purpose=": its 'heal' split trains, its 'eval' split scores")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="quick-cpu",
                         help="paper: rank 64, 5000 steps, global batch 16, 2048 tokens; quick-cpu: minutes on a CPU")
     for name, kind in OVERRIDES.items():
@@ -95,7 +91,7 @@ def _heal_with_ctrl_c(loaded, source, config, args, progress):
 
 
 def run(args) -> int:
-    from prune_core.data import parse_source
+    from prune_core.cli.similarity import source_from_args
     from prune_core.heal import merge_adapter, save_healed
     from prune_core.heal_trainer import is_main_process, prepare_output
     from prune_core.progress import TqdmProgress
@@ -103,7 +99,7 @@ def run(args) -> int:
     config = build_config(args)
     out = Path(args.out).expanduser().resolve()
     prepare_output(out, args.resume, args.overwrite)  # fail before any slow work
-    source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+    source = source_from_args(args)
     loaded = _load(args)
     main = is_main_process()
     progress = TqdmProgress() if main else None

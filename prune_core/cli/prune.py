@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prune_core.cli.info import add_model_arguments, load_from_args
+from prune_core.cli.similarity import add_data_arguments, check_out, source_from_args
 
 HELP = "remove a block of layers (similarity, deepest-layers heuristic or manual) and save the pruned model"
 
@@ -18,10 +17,7 @@ def add_arguments(parser) -> None:
     size.add_argument("-n", "--n", type=int, help="number of layers to drop")
     size.add_argument("--fraction", type=float, help="fraction of the layers to drop, e.g. 0.2")
     parser.add_argument("--layers", help="manual: 0-based layers to drop, e.g. '20-25,27'")
-    parser.add_argument("--data", default="python-docs", help="calibration data for the similarity strategy")
-    parser.add_argument("--column", default=None, help="text column of a .jsonl/.csv file or hub dataset")
-    parser.add_argument("--config", default=None, help="hub dataset config, e.g. 'en'")
-    parser.add_argument("--split", default=None, help="hub dataset split, e.g. 'validation'")
+    add_data_arguments(parser, purpose=": calibration text for the similarity strategy")
     parser.add_argument("--samples", type=int, default=64, help="calibration samples")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per calibration sample")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -31,22 +27,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from prune_core import prune
-    from prune_core.data import parse_source
     from prune_core.export import similarity_card
     from prune_core.models import count_parameters, memory_bytes
     from prune_core.progress import TqdmProgress
     from prune_core.similarity import compute_similarity
 
-    out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:  # fail before any slow work
-        raise FileExistsError(f"{out} already holds files; choose an empty folder or pass --overwrite")
+    out = check_out(args.out, args.overwrite)
     loaded = load_from_args(args)
     total = loaded.num_layers
     layers = prune.parse_layer_spec(args.layers) if args.layers else None
     n = None if args.strategy == "manual" else prune.block_size(total, n=args.n, fraction=args.fraction)
     result = None
     if args.strategy == "similarity":
-        source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+        source = source_from_args(args)
         result = compute_similarity(loaded.model, loaded.tokenizer, source, n_samples=args.samples,
                                     max_length=args.max_length, batch_size=args.batch_size, progress=TqdmProgress())
     drop = prune.select_layers(total, args.strategy, n=n, layers=layers, result=result)

@@ -25,19 +25,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
 
 
-def add_data_arguments(parser, default: str = "python-docs") -> None:
-    """The data-source options (shared by commands that read text)."""
+def add_data_arguments(parser, default: str = "python-docs", purpose: str = "") -> None:
+    """The data-source options (shared by commands that read text); ``purpose`` ends the --data help."""
     from prune_core.data import BUILTIN_SOURCES
 
     parser.add_argument("--data", default=default,
                         help=f"{' or '.join(BUILTIN_SOURCES)}, a .txt/.jsonl/.csv file, a dataset folder, or hf:NAME "
-                             f"(default {default})")
+                             f"(default {default}){purpose}")
     parser.add_argument("--column", default=None, help="text column of a .jsonl/.csv file or dataset (default text)")
     parser.add_argument("--config", default=None, help="dataset configuration, e.g. en for hf:allenai/c4")
     parser.add_argument("--split", default=None, help="dataset split, e.g. validation (default train)")
 
 
-def _check_out(out: str | None, overwrite: bool) -> Path | None:
+def source_from_args(args):
+    """The :class:`~prune_core.data.DataSource` named by the data-source options."""
+    from prune_core.data import parse_source
+
+    return parse_source(args.data, column=args.column, config=args.config, split=args.split)
+
+
+def check_out(out: str | None, overwrite: bool) -> Path | None:
+    """Refuse an --out that is a file, or a non-empty folder without --overwrite (before any slow work)."""
     if out is None:
         return None
     path = Path(out).expanduser()
@@ -81,13 +89,12 @@ def format_table(result) -> str:
 
 def run(args) -> int:
     from prune_core.cli.info import load_from_args
-    from prune_core.data import parse_source
     from prune_core.progress import TqdmProgress
     from prune_core.similarity import compute_similarity
 
-    out = _check_out(args.out, args.overwrite)
+    out = check_out(args.out, args.overwrite)
     _check_numbers(args)
-    source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+    source = source_from_args(args)
     loaded = load_from_args(args)
     progress = TqdmProgress()
     try:

@@ -46,6 +46,7 @@ def _numbers(text: str, kind, flag: str) -> list:
 
 def run(args) -> int:
     from prune_core.cli.info import load_from_args
+    from prune_core.cli.similarity import source_from_args
     from prune_core.data import parse_source
     from prune_core.progress import TqdmProgress
     from prune_core.similarity import compute_similarity
@@ -54,7 +55,7 @@ def run(args) -> int:
     loaded = load_from_args(args)
     ns = resolve_ns(loaded.num_layers, ns=_numbers(args.ns, int, "--ns") if args.ns else None,
                     fractions=_numbers(args.fractions, float, "--fractions") if args.fractions else None)
-    source = parse_source(args.data, column=args.column, config=args.config, split=args.split)
+    source = source_from_args(args)
     config = SweepConfig(ns=tuple(ns), strategies=tuple(s.strip() for s in args.strategies.split(",")),
                          eval_source=source, eval_samples=args.eval_samples, max_length=args.max_length,
                          batch_size=args.batch_size, probe=not args.no_probe, probe_template=args.probe_template,

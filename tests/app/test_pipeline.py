@@ -83,16 +83,22 @@ def prune_deepest(at, n: int = 2) -> None:
     assert not at.exception, at.exception
 
 
-def test_heal_a_few_steps_then_merge_and_save(tmp_path):
+def start_heal(tmp_path, steps: int, max_length: int):
+    """Load a tiny model, prune it, and start healing it with quick-cpu into ``tmp_path / "run"``."""
     at = open_app()
     load_tiny(at)
     prune_deepest(at)
     at.switch_page("pages/4_Heal.py").run()
     at.selectbox(key="heal_preset").set_value("quick-cpu").run()
-    at.number_input(key="heal_steps").set_value(3)
-    at.number_input(key="heal_max_length").set_value(64)
+    at.number_input(key="heal_steps").set_value(steps)
+    at.number_input(key="heal_max_length").set_value(max_length)
     at.text_input(key="heal_dir").input(str(tmp_path / "run"))
     at.button(key="heal_start").click().run()
+    return at
+
+
+def test_heal_a_few_steps_then_merge_and_save(tmp_path):
+    at = start_heal(tmp_path, steps=3, max_length=64)
     job = finish_job(at)
     assert job.error is None, job.error
     assert [p.done for p in job.history if "loss" in p.info] == [1, 2, 3]  # live loss reports, one per step
@@ -107,15 +113,7 @@ def test_heal_a_few_steps_then_merge_and_save(tmp_path):
 
 
 def test_stopping_a_heal_keeps_a_resumable_run(tmp_path):
-    at = open_app()
-    load_tiny(at)
-    prune_deepest(at)
-    at.switch_page("pages/4_Heal.py").run()
-    at.selectbox(key="heal_preset").set_value("quick-cpu").run()
-    at.number_input(key="heal_steps").set_value(2000)
-    at.number_input(key="heal_max_length").set_value(32)
-    at.text_input(key="heal_dir").input(str(tmp_path / "run"))
-    at.button(key="heal_start").click().run()
+    at = start_heal(tmp_path, steps=2000, max_length=32)
     job = at.session_state["job"]
     deadline = time.monotonic() + 60
     while not any("loss" in p.info for p in job.history) and time.monotonic() < deadline:
